@@ -1,0 +1,3 @@
+from degenbench.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""Documents: the record, the sources and the split."""
+from degenbench.documents.record import FIELDS, BadDocument, Document, plain_text, truth_json
+from degenbench.documents.sources import load_documents, split
+
+__all__ = ["FIELDS", "BadDocument", "Document", "load_documents", "plain_text", "split", "truth_json"]

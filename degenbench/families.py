@@ -1,0 +1,54 @@
+"""The model families: one loading path for hub ids and for saved stand-in directories."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig
+
+from degenbench.config import CONF_DIR
+
+log = logging.getLogger(__name__)
+
+
+def known_families() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load(family: DictConfig, device: str = "auto"):
+    """(model, processor) for a family: `from_pretrained(family.pretrained)` whether that is a
+    hub id (size=real) or a stand-in directory (size=tiny, built here first if missing)."""
+    if family.size == "tiny":
+        from degenbench import standins
+
+        standins.ensure(family, family.pretrained)
+    source = str(family.pretrained)
+    if family.trust_remote_code:
+        log.warning("family %s opts in to trust_remote_code: code from %s will run", family.name, source)
+    dev = pick_device(device)
+    dtype = getattr(torch, family.dtype)
+    if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        log.warning("%s on CPU: loading in float32 instead of %s", family.name, family.dtype)
+        dtype = torch.float32
+    model_cls, proc_cls = get_class(family.model_class), get_class(family.processor_class)
+    model = model_cls.from_pretrained(source, dtype=dtype, trust_remote_code=family.trust_remote_code,
+                                      use_safetensors=True).to(dev).eval()
+    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
+        if family.arch == "qwen2_5_vl" else {}
+    processor = proc_cls.from_pretrained(source, trust_remote_code=family.trust_remote_code, **kwargs)
+    processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
+    log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, source, dev, dtype,
+             sum(p.numel() for p in model.parameters()) / 1e6)
+    return model, processor
+
+
+def is_local(family: DictConfig) -> bool:
+    return Path(str(family.pretrained)).is_dir()

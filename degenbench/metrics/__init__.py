@@ -1,0 +1,61 @@
+"""Per-document metrics and their summary. Pure functions of text; no model in sight."""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+from degenbench.documents.record import Document
+from degenbench.metrics.degeneration import (compression_ratio, is_degenerate, loop_period_onset,
+                                             seq_rep_n)
+from degenbench.metrics.stats import wilson
+from degenbench.metrics.text import cer, field_cers, ned, paper_score, parse_prediction
+
+__all__ = ["cer", "compression_ratio", "is_degenerate", "loop_period_onset", "ned", "paper_score",
+           "parse_prediction", "score_output", "seq_rep_n", "summarize", "wilson"]
+
+
+def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequence[int],
+                 cfg: DictConfig) -> dict:
+    """Every per-document metric of one model output against the document's truth."""
+    fields, pred_plain = parse_prediction(output)
+    period, onset = loop_period_onset(output, cfg.max_period)
+    return {
+        "degenerate": is_degenerate(output, hit_limit, cfg.tail_chars, cfg.min_repeats),
+        "loop_period": period, "loop_onset": onset,
+        "seq_rep_n": seq_rep_n(list(token_ids), cfg.seq_rep_n),
+        "compression_ratio": compression_ratio(output),
+        "cer": cer(doc.text, pred_plain), "ned": ned(doc.text, pred_plain),
+        "score": paper_score(doc.text, pred_plain),
+        "json_valid": fields is not None,
+        **field_cers(doc.truth, fields),
+    }
+
+
+def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dict:
+    """Run summary: rates with Wilson intervals, mean quality, counts (skips with reasons)."""
+    n = len(rows)
+
+    def rate(key: str) -> tuple[float, list[float]]:
+        k = sum(bool(r[key]) for r in rows)
+        return (k / n if n else math.nan), list(wilson(k, n, alpha))
+
+    def mean(key: str) -> float:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    deg, deg_ci = rate("degenerate")
+    valid, valid_ci = rate("json_valid")
+    return {
+        "n_docs": n, "n_skipped": len(skipped), "skipped": skipped,
+        "n_degenerate": sum(bool(r["degenerate"]) for r in rows),
+        "degeneration_rate": deg, "degeneration_ci95": deg_ci,
+        "hit_limit_rate": rate("hit_limit")[0],
+        "cer": mean("cer"), "ned": mean("ned"), "score": mean("score"),
+        "json_valid_rate": valid, "json_valid_ci95": valid_ci,
+        **{k: mean(k) for k in ("cer_header", "cer_margin", "cer_footer", "cer_text")},
+        "new_tokens": sum(r["new_tokens"] for r in rows),
+        "new_tokens_degenerate": sum(r["new_tokens"] for r in rows if r["degenerate"]),
+        "generate_seconds": sum(r["seconds"] for r in rows),
+    }

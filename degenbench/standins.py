@@ -1,0 +1,221 @@
+"""Tiny offline stand-ins of the five families, built deterministically and loaded like hub ids.
+
+A stand-in directory holds exactly what a hub snapshot holds (config.json, model.safetensors,
+tokenizer, processor, chat template), so `families.load(...)` uses the same
+`from_pretrained(path_or_hub_id)` call for both. Nothing here touches the network.
+
+Build all five:  degenbench-standins            (or python -m degenbench.standins)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoConfig,
+    AutoModelForImageTextToText,
+    Gemma3ImageProcessor,
+    Gemma3Processor,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLProcessor,
+    Qwen2VLImageProcessor,
+)
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+from degenbench.documents.synthetic import corpus_lines
+
+BUILD_VERSION = 1  # bump when the recipe below changes: cached stand-ins are rebuilt
+MARKER = "standin.json"
+
+# Each family's special tokens, as the real tokenizers spell them.
+SPECIAL_TOKENS = {
+    "qwen2_5_vl": {
+        "pad": "<|endoftext|>",
+        "eos": "<|im_end|>",
+        "extra": ["<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                  "<|video_pad|>"],
+    },
+    "gemma3": {
+        "pad": "<pad>",
+        "eos": "<end_of_turn>",
+        "bos": "<bos>",
+        "extra": ["<eos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>",
+                  "<image_soft_token>"],
+    },
+}
+TEMPLATES = {"qwen2_5_vl": "qwen2_5_vl.jinja", "gemma3": "gemma3.jinja"}
+
+
+def _chat_template(arch: str) -> str:
+    """The family's real chat template, as TRL ships it."""
+    import trl
+
+    return (Path(trl.__file__).parent / "chat_templates" / TEMPLATES[arch]).read_text()
+
+
+def train_tokenizer(arch: str, vocab_size: int, seed: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE trained on text from the synthetic document generator (plus JSON)."""
+    spec = SPECIAL_TOKENS[arch]
+    specials = [spec["pad"], spec["eos"], *([spec["bos"]] if "bos" in spec else []), *spec["extra"]]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus_lines(seed=seed, n_docs=400), trainer=trainer)
+    kwargs = dict(tokenizer_object=tok, pad_token=spec["pad"], eos_token=spec["eos"],
+                  padding_side="left", chat_template=_chat_template(arch))
+    if arch == "gemma3":
+        kwargs |= dict(bos_token=spec["bos"], extra_special_tokens={
+            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+            "image_token": "<image_soft_token>"})
+    else:
+        kwargs |= dict(extra_special_tokens={
+            "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+            "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"})
+    return PreTrainedTokenizerFast(**kwargs)
+
+
+def _qwen_config(tok, a: DictConfig):
+    ids = tok.convert_tokens_to_ids
+    head_dim = a.hidden_size // a.heads
+    text = dict(
+        vocab_size=len(tok), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
+        num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+        max_position_embeddings=4096, tie_word_embeddings=True,
+        # mrope sections (temporal, height, width) must add up to head_dim / 2
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                         "mrope_section": _mrope_sections(head_dim // 2)},
+        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
+    )
+    vision = dict(depth=a.vision_depth, hidden_size=a.vision_hidden, intermediate_size=2 * a.vision_hidden,
+                  num_heads=a.vision_heads, out_hidden_size=a.hidden_size, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                  fullatt_block_indexes=[a.vision_depth - 1])
+    return AutoConfig.for_model(
+        "qwen2_5_vl", text_config=text, vision_config=vision, tie_word_embeddings=True,
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+
+
+def _mrope_sections(half: int) -> list[int]:
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def _gemma_config(tok, a: DictConfig):
+    ids = tok.convert_tokens_to_ids
+    text = dict(
+        vocab_size=len(tok), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
+        num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
+        head_dim=a.hidden_size // a.heads, query_pre_attn_scalar=a.hidden_size // a.heads,
+        max_position_embeddings=4096, sliding_window=512,
+        pad_token_id=ids("<pad>"), eos_token_id=[ids("<end_of_turn>"), ids("<eos>")],
+        bos_token_id=ids("<bos>"),
+    )
+    vision = dict(hidden_size=a.vision_hidden, intermediate_size=2 * a.vision_hidden,
+                  num_hidden_layers=a.vision_depth, num_attention_heads=a.vision_heads,
+                  image_size=a.image_size, patch_size=a.patch_size, vision_use_head=False)
+    return AutoConfig.for_model(
+        "gemma3", text_config=text, vision_config=vision, mm_tokens_per_image=a.mm_tokens_per_image,
+        boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
+        image_token_index=ids("<image_soft_token>"),
+    )
+
+
+def _processor(family: DictConfig, tok):
+    a = family.standin
+    if family.arch == "qwen2_5_vl":
+        px = family.sizes.tiny
+        image = Qwen2VLImageProcessor(size={"shortest_edge": px.min_pixels, "longest_edge": px.max_pixels})
+        video = Qwen2VLVideoProcessor()
+        return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tok, video_processor=video,
+                                   chat_template=tok.chat_template)
+    image = Gemma3ImageProcessor(size={"height": a.image_size, "width": a.image_size})
+    return Gemma3Processor(image_processor=image, tokenizer=tok, chat_template=tok.chat_template,
+                           image_seq_length=a.mm_tokens_per_image)
+
+
+def recipe_hash(family: DictConfig) -> str:
+    """What defines a stand-in: its architecture block, the build seed and the recipe version."""
+    blob = json.dumps({"v": BUILD_VERSION, "arch": family.arch,
+                       "standin": OmegaConf.to_container(family.standin, resolve=True),
+                       "pixels": [family.sizes.tiny.min_pixels, family.sizes.tiny.max_pixels]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build(family: DictConfig, out_dir: str | Path) -> Path:
+    """Build one stand-in into `out_dir` (atomically: a temp dir renamed into place)."""
+    out_dir = Path(out_dir)
+    a = family.standin
+    torch.manual_seed(a.seed)
+    tok = train_tokenizer(family.arch, a.vocab_size, a.seed)
+    config = _qwen_config(tok, a) if family.arch == "qwen2_5_vl" else _gemma_config(tok, a)
+    model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = config.get_text_config().eos_token_id
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        _processor(family, tok).save_pretrained(tmp)
+        n_params = sum(p.numel() for p in model.parameters())
+        (tmp / MARKER).write_text(json.dumps({
+            "family": family.name, "arch": family.arch, "recipe": recipe_hash(family),
+            "n_params": n_params, "trained": False,
+            "built_by": "degenbench.standins.build", "standin": OmegaConf.to_container(a, resolve=True),
+        }, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure(family: DictConfig, out_dir: str | Path) -> Path:
+    """Return a built stand-in for `family`, building it only if missing or from an old recipe."""
+    from filelock import FileLock
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out_dir) + ".lock"):
+        marker = out_dir / MARKER
+        if marker.exists() and json.loads(marker.read_text()).get("recipe") == recipe_hash(family):
+            return out_dir
+        return build(family, out_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from degenbench.config import compose
+
+    p = argparse.ArgumentParser(description="Build the tiny offline stand-ins of the families.")
+    p.add_argument("families", nargs="*", help="family names (default: all)")
+    p.add_argument("--force", action="store_true", help="rebuild even if a current build exists")
+    args = p.parse_args(argv)
+    from degenbench.families import known_families
+
+    for name in args.families or known_families():
+        cfg = compose([f"family={name}"])
+        out = cfg.family.sizes.tiny.pretrained
+        path = build(cfg.family, out) if args.force else ensure(cfg.family, out)
+        info = json.loads((path / MARKER).read_text())
+        print(f"{name}: {path} ({info['n_params']:,} parameters, recipe {info['recipe']})")
+
+
+if __name__ == "__main__":
+    main()
