@@ -9,10 +9,18 @@ from degenbench.config import CONF_DIR
 STAGES = ("vanilla",)
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def main(cfg: DictConfig) -> str:
+def validate(cfg: DictConfig) -> None:
+    """Fail before any work on choices Hydra cannot check itself."""
     if cfg.stage not in STAGES:
         raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    if cfg.family.size not in cfg.family.sizes:
+        raise ValueError(f"family.size={cfg.family.size!r} is unknown; use one of "
+                         f"{', '.join(sorted(cfg.family.sizes))}")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+def main(cfg: DictConfig) -> str:
+    validate(cfg)
     from degenbench.evaluate import run  # heavy imports after Hydra has parsed the command line
 
     return str(run(cfg))

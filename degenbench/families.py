@@ -39,8 +39,13 @@ def load(family: DictConfig, device: str = "auto"):
         log.warning("%s on CPU: loading in float32 instead of %s", family.name, family.dtype)
         dtype = torch.float32
     model_cls, proc_cls = get_class(family.model_class), get_class(family.processor_class)
-    model = model_cls.from_pretrained(source, dtype=dtype, trust_remote_code=family.trust_remote_code,
-                                      use_safetensors=True).to(dev).eval()
+    try:
+        model = model_cls.from_pretrained(source, dtype=dtype, use_safetensors=True,
+                                          trust_remote_code=family.trust_remote_code).to(dev).eval()
+    except OSError as e:
+        raise OSError(f"cannot load {family.name} from {source!r}: {e}\nWithout the hub, point "
+                      f"family.sizes.real.pretrained at a local snapshot, or use family.size=tiny "
+                      "for the offline stand-in.") from e
     kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
         if family.arch == "qwen2_5_vl" else {}
     processor = proc_cls.from_pretrained(source, trust_remote_code=family.trust_remote_code, **kwargs)

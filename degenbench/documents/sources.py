@@ -87,9 +87,9 @@ def split(docs: list[Document], seed: int, heldout: int | float) -> tuple[list[D
     """Deterministic train / held-out split: documents ranked by a seeded hash of their id, the
     first `heldout` (a count, or a fraction of all) held out. Independent of source order."""
     n = heldout if isinstance(heldout, int) else round(heldout * len(docs))
-    if not 0 < n < len(docs):
+    if not 0 < n <= len(docs):  # all held out is fine for evaluation-only benchmarks
         raise ValueError(f"data.heldout={heldout} gives {n} held-out of {len(docs)} documents; "
-                         "it must leave at least one on each side")
+                         "it must be between 1 and the number of documents")
     rank = sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d.id}".encode()).hexdigest())
     held = {d.id for d in rank[:n]}
     return [d for d in docs if d.id not in held], [d for d in docs if d.id in held]

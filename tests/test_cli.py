@@ -1,0 +1,62 @@
+"""The `degenbench` command: config resolution, help, and errors a user sees."""
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from degenbench.config import compose
+from degenbench.families import known_families
+
+REAL = {"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
+        "nanonets-ocr2-3b": "nanonets/Nanonets-OCR2-3B", "olmocr-2-7b": "allenai/olmOCR-2-7B-1025",
+        "gemma-3-4b": "google/gemma-3-4b-it"}
+
+
+def degenbench(*args):
+    return subprocess.run([sys.executable, "-m", "degenbench", *args], capture_output=True, text=True)
+
+
+def test_the_five_families_are_known():
+    assert known_families() == sorted(REAL)
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_real_family_config_resolves(name):
+    cfg = compose([f"family={name}", "family.size=real"])
+    fam = OmegaConf.to_container(cfg.family, resolve=True)
+    assert fam["hub_id"] == fam["pretrained"] == REAL[name]
+    assert fam["dtype"] == "bfloat16" and fam["trust_remote_code"] is False
+    assert 0 < fam["min_pixels"] <= fam["max_pixels"]
+    assert "language_model" in fam["lora_target_modules"] and fam["prompt"]
+    tiny = OmegaConf.to_container(compose([f"family={name}"]).family, resolve=True)
+    assert tiny["pretrained"].endswith(f"standins/{name}") and tiny["dtype"] == "float32"
+
+
+def test_cfg_job_resolves_from_the_command_line():
+    out = degenbench("family=olmocr-2-7b", "family.size=real", "--cfg", "job", "--resolve")
+    assert out.returncode == 0, out.stderr
+    assert "pretrained: allenai/olmOCR-2-7B-1025" in out.stdout
+    assert "model_class: transformers.Qwen2_5_VLForConditionalGeneration" in out.stdout
+
+
+def test_unknown_family_lists_the_known_ones():
+    out = degenbench("family=qwen3-vl", "logger=disabled")
+    assert out.returncode != 0
+    assert "Could not find 'family/qwen3-vl'" in out.stderr
+    for name in REAL:
+        assert name in out.stderr
+
+
+def test_unknown_size_and_stage_are_clear_errors():
+    out = degenbench("family.size=huge", "logger=disabled")
+    assert out.returncode != 0 and "family.size='huge' is unknown; use one of real, tiny" in out.stderr
+    out = degenbench("stage=rlhf", "logger=disabled")
+    assert out.returncode != 0 and "stage='rlhf' is unknown" in out.stderr
+
+
+def test_help_lists_groups():
+    out = degenbench("--help")
+    assert out.returncode == 0
+    assert "family: gemma-3-4b, nanonets-ocr2-3b, olmocr-2-7b, qwen2.5-vl-3b, qwen2.5-vl-7b" in out.stdout
+    assert "logger: disabled, offline, online" in out.stdout

@@ -1,0 +1,61 @@
+"""The vanilla evaluation stage end to end, through the `degenbench` command."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+SUMMARY_KEYS = {"degeneration_rate", "degeneration_ci95", "cer", "ned", "score", "json_valid_rate",
+                "n_docs", "n_skipped", "skipped", "wandb_run_id"}
+
+
+def degenbench(*args):
+    out = subprocess.run([sys.executable, "-m", "degenbench", *args], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def runs(results: Path) -> list[Path]:
+    return sorted((results / "runs").iterdir())
+
+
+def test_toy_sweep_over_the_five_families(tmp_path):
+    degenbench("experiment=toy", "data.n_docs=10", "data.heldout=3", f"paths.results_dir={tmp_path}")
+    dirs = runs(tmp_path)
+    summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
+    assert sorted(s["family"] for s in summaries) == sorted(
+        ["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b", "olmocr-2-7b", "gemma-3-4b"])
+    heldout = {json.dumps(json.loads((d / "heldout_ids.json").read_text())) for d in dirs}
+    assert len(heldout) == 1  # every family on the same held-out documents
+    for d, s in zip(dirs, summaries):
+        assert SUMMARY_KEYS <= set(s) and s["n_docs"] == 3 and s["n_skipped"] == 0
+        lo, hi = s["degeneration_ci95"]
+        assert 0 <= lo <= s["degeneration_rate"] <= hi <= 1
+        assert s["wandb_mode"] == "offline"
+        assert (d / "wandb").is_dir() and any((d / "wandb").glob("offline-run-*/run-*.wandb"))
+        table = pd.read_parquet(d / "predictions.parquet")
+        assert len(table) == 3 and table["doc_id"].tolist() == json.loads((d / "heldout_ids.json").read_text())
+        assert {"prediction", "degenerate", "cer", "ned", "score", "json_valid", "loop_period",
+                "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens"} <= set(table.columns)
+        assert table["degenerate"].mean() == s["degeneration_rate"]
+        assert "family:" in (d / "config.yaml").read_text()
+
+
+def test_corrupt_image_is_skipped_and_counted(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    rows = []
+    for i in range(4):
+        Image.new("RGB", (112, 56), "white").save(docs / f"p{i}.png")
+        rows.append({"id": f"p{i}", "image": f"p{i}.png", "truth": {"header": "OFÍCIO", "text": f"página {i}"}})
+    (docs / "p3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # corrupt, but present
+    (docs / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    degenbench("data=manifest", f"data.path={docs / 'm.jsonl'}", "data.heldout=4", "data.max_new_tokens=8",
+               "logger=disabled", f"paths.results_dir={tmp_path / 'out'}")
+    (run,) = runs(tmp_path / "out")
+    s = json.loads((run / "metrics.json").read_text())
+    assert s["n_docs"] == 3 and s["n_skipped"] == 1
+    assert s["skipped"][0]["id"] == "p3" and "unreadable image" in s["skipped"][0]["reason"]
+    assert len(pd.read_parquet(run / "predictions.parquet")) == 3
