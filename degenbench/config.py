@@ -8,6 +8,7 @@ from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+STAGES = ("vanilla", "sft", "dpo")
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:

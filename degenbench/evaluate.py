@@ -1,40 +1,34 @@
 """Evaluation stage: generate on the held-out documents, score each, write the run, log to W&B.
 
-results/runs/<run-id>/
+results/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<key of the config>
   predictions.parquet   one row per evaluated document (output, diagnostics, quality)
   metrics.json          summary: rates with 95% intervals, means, counts, skipped documents
   config.yaml           the resolved config
   heldout_ids.json      the held-out document ids this run was evaluated on
+  _COMPLETE.json        written last: the run is finished
 """
 from __future__ import annotations
 
 import logging
-import uuid
-from datetime import datetime
+import shutil
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from degenbench import families, io, tracking
-from degenbench.documents import BadDocument, Document, load_documents, split
+from degenbench import io, tracking
+from degenbench.documents import BadDocument, Document
 from degenbench.generate import generate
 from degenbench.metrics import score_output, summarize
+from degenbench.stages import store
+from degenbench.stages.common import load_trained
 
 log = logging.getLogger(__name__)
 
 
-def new_run_dir(cfg: DictConfig) -> tuple[str, Path]:
-    run_id = f"{datetime.now():%Y%m%d-%H%M%S}-{cfg.run_name}-{uuid.uuid4().hex[:6]}"
-    run_dir = Path(cfg.paths.runs_dir) / run_id
-    run_dir.mkdir(parents=True)
-    return run_id, run_dir
-
-
-def heldout_documents(cfg: DictConfig) -> list[Document]:
-    _, held = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
-    return held
+def run_label(cfg: DictConfig) -> str:
+    return f"{cfg.run_name}-b{cfg.dpo.beta}" if cfg.stage == "dpo" else cfg.run_name
 
 
 def _load_images(docs: list[Document], max_pixels: int | None, skipped: list[dict]):
@@ -68,28 +62,39 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
     return pd.DataFrame(rows), skipped
 
 
-def run(cfg: DictConfig) -> Path:
-    """The vanilla evaluation job: family as loaded, on the held-out documents."""
-    docs = heldout_documents(cfg)
-    run_id, run_dir = new_run_dir(cfg)
+def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str) -> Path:
+    """Evaluate the stage's model (`model_dir`; None: the family's base) on the held-out `docs`
+    into `<runs_dir>/<label>-<key>/`. A run already complete there is returned as it is."""
+    run_id = f"{run_label(cfg)}-{key}"
+    run_dir = Path(cfg.paths.runs_dir) / run_id
+    if store.is_complete(run_dir):
+        log.info("DONE %s already evaluated: %s", run_id, run_dir)
+        return run_dir
+    if run_dir.exists():  # an interrupted evaluation: start it over
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
     log.info("run %s: %s (%s) on %d held-out documents", run_id, cfg.family.name, cfg.family.size, len(docs))
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     io.write_json(run_dir / "heldout_ids.json", [d.id for d in docs])
 
-    model, processor = families.load(cfg.family, cfg.device)
+    model, processor = load_trained(cfg, model_dir)
     table, skipped = evaluate(cfg, model, processor, docs)
     table.insert(0, "run_id", run_id)
-    for col, val in (("family", cfg.family.name), ("size", cfg.family.size), ("stage", cfg.stage)):
+    for col, val in (("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
+                     ("size", cfg.family.size), ("family", cfg.family.name)):
         table.insert(1, col, val)
     with io.atomic_path(run_dir / "predictions.parquet") as tmp:
         table.to_parquet(tmp, index=False)
 
     summary = {"run_id": run_id, "family": cfg.family.name, "size": cfg.family.size,
-               "stage": cfg.stage, "seed": cfg.seed, "pretrained": str(cfg.family.pretrained),
+               "stage": cfg.stage, "beta": cfg.dpo.beta if cfg.stage == "dpo" else None,
+               "seed": cfg.seed, "pretrained": str(cfg.family.pretrained),
+               "model_dir": str(model_dir) if model_dir else None,
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha)}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
     summary |= tracking.log_run(cfg, run_dir, run_id, summary, table)
     io.write_json(run_dir / "metrics.json", summary)
+    io.write_json(run_dir / store.COMPLETE, {"key": key, "run_id": run_id})
     log.info("%s: degeneration %.3f [%.3f, %.3f], CER %.3f, score %.3f, JSON valid %.3f -> %s",
              run_id, summary["degeneration_rate"], *summary["degeneration_ci95"], summary["cer"],
              summary["score"], summary["json_valid_rate"], run_dir)

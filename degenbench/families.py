@@ -23,9 +23,10 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def load(family: DictConfig, device: str = "auto"):
+def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     """(model, processor) for a family: `from_pretrained(family.pretrained)` whether that is a
-    hub id (size=real) or a stand-in directory (size=tiny, built here first if missing)."""
+    hub id (size=real) or a stand-in directory (size=tiny, built here first if missing).
+    `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
     if family.size == "tiny":
         from degenbench import standins
 
@@ -40,7 +41,7 @@ def load(family: DictConfig, device: str = "auto"):
         dtype = torch.float32
     model_cls, proc_cls = get_class(family.model_class), get_class(family.processor_class)
     try:
-        model = model_cls.from_pretrained(source, dtype=dtype, use_safetensors=True,
+        model = model_cls.from_pretrained(weights or source, dtype=dtype, use_safetensors=True,
                                           trust_remote_code=family.trust_remote_code).to(dev).eval()
     except OSError as e:
         raise OSError(f"cannot load {family.name} from {source!r}: {e}\nWithout the hub, point "
@@ -50,7 +51,7 @@ def load(family: DictConfig, device: str = "auto"):
         if family.arch == "qwen2_5_vl" else {}
     processor = proc_cls.from_pretrained(source, trust_remote_code=family.trust_remote_code, **kwargs)
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
-    log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, source, dev, dtype,
+    log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, weights or source, dev, dtype,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor
 

@@ -1,4 +1,4 @@
-"""Weights & Biases logging of a finished run (local results are written first, always)."""
+"""Weights & Biases: one run per job (evaluation) or per trainer; local results come first."""
 from __future__ import annotations
 
 import logging
@@ -10,28 +10,38 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def log_run(cfg: DictConfig, run_dir: Path, run_id: str, summary: dict, table: pd.DataFrame) -> dict:
-    """Log the summary and the per-document table to W&B; returns what to record about the run."""
+def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None):
+    """A W&B run grouped by family, or None when logging is disabled. An online run that cannot
+    start (no key, no network) falls back to offline with one warning: the job goes on."""
     if cfg.logger.mode == "disabled":
-        return {"wandb_mode": "disabled"}
+        return None
     import wandb
 
-    kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity, dir=str(run_dir),
-                  name=run_id, group=cfg.family.name, job_type=cfg.stage, tags=list(cfg.logger.tags),
+    kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity,
+                  dir=str(run_dir or Path(cfg.paths.results_dir)), name=name,
+                  group=cfg.family.name, job_type=job_type, tags=list(cfg.logger.tags),
                   config=OmegaConf.to_container(cfg, resolve=True))
-    mode = cfg.logger.mode
     try:
-        run = wandb.init(mode=mode, **kwargs)
-    except Exception as e:  # no key, no network: keep the run, offline
-        if mode == "offline":
+        return wandb.init(mode=cfg.logger.mode, **kwargs)
+    except Exception as e:
+        if cfg.logger.mode == "offline":
             raise
-        log.warning("W&B %s init failed (%s); logging offline instead (wandb sync later)", mode, e)
-        mode = "offline"
-        run = wandb.init(mode=mode, **kwargs)
+        log.warning("W&B %s run could not start (%s); logging offline instead: `wandb sync` it "
+                    "later", cfg.logger.mode, e)
+        return wandb.init(mode="offline", **kwargs)
+
+
+def log_run(cfg: DictConfig, run_dir: Path, run_id: str, summary: dict, table: pd.DataFrame) -> dict:
+    """Log an evaluation's summary and per-document table; returns what to record about the run."""
+    import wandb
+
+    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir)
+    if run is None:
+        return {"wandb_mode": "disabled"}
     with run:
         run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
         for k in ("degeneration_ci95", "json_valid_ci95"):
             run.summary[f"{k}_low"], run.summary[f"{k}_high"] = summary[k]
         run.log({"predictions": wandb.Table(dataframe=table.astype({"token_ids": str}))})
-    return {"wandb_mode": mode, "wandb_run_id": run.id, "wandb_project": cfg.logger.project,
-            "wandb_dir": str(Path(run.dir).parent)}
+    return {"wandb_mode": run.settings.mode, "wandb_run_id": run.id,
+            "wandb_project": cfg.logger.project, "wandb_dir": str(Path(run.dir).parent)}

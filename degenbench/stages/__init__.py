@@ -1,0 +1,1 @@
+"""Pipeline stages: SFT, candidate sampling, judging, pairs, DPO; and the graph that runs them."""

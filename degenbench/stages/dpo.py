@@ -1,0 +1,56 @@
+"""DPO: TRL DPOTrainer from the SFT model on its own preference pairs, for one beta."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+from omegaconf import DictConfig
+from transformers import TrainerCallback
+from trl import DPOConfig, DPOTrainer
+
+from degenbench.stages.common import MODEL_DIR, LossGuard, load_trained, trainer_args, wandb_training
+
+log = logging.getLogger(__name__)
+
+
+class LogpsWatch(TrainerCallback):
+    """Warn when logps/chosen falls during training: the policy is pushing the chosen answers
+    down along with the rejected ones (beta too low, or noisy pairs)."""
+
+    def __init__(self):
+        self.values = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "logps/chosen" in logs:
+            self.values.append(logs["logps/chosen"])
+
+    def on_train_end(self, args, state, control, **kwargs):
+        v = self.values
+        if len(v) >= 2 and v[-1] < v[0]:
+            log.warning("logps/chosen fell during DPO, %.3f -> %.3f over %d logged steps: the "
+                        "chosen answers became less likely (try a higher beta or cleaner pairs)",
+                        v[0], v[-1], len(v))
+
+
+def train_dpo(cfg: DictConfig, sft_dir: Path, pairs_dir: Path, out: Path) -> dict:
+    """Policy and reference both start as the SFT model: with LoRA, TRL copies the SFT adapter as
+    the frozen reference adapter (no second model); with full fine-tuning it loads a copy."""
+    model, processor = load_trained(cfg, sft_dir / MODEL_DIR, trainable=True)
+    model.train()
+    dataset = datasets.load_from_disk(str(pairs_dir / "dataset"))
+    watch = LogpsWatch()
+    name = f"{cfg.family.name}-dpo-b{cfg.dpo.beta}-train"
+    with wandb_training(cfg, "dpo-train", name) as report_to:
+        args = DPOConfig(**trainer_args(cfg, cfg.dpo, out, report_to), beta=cfg.dpo.beta,
+                         loss_type=list(cfg.dpo.loss_type),
+                         loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights else None)
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset,
+                             processing_class=processor, callbacks=[LossGuard(), watch])
+        result = trainer.train()
+    trainer.save_model(str(out / MODEL_DIR))  # process 0 only, safetensors
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(out / MODEL_DIR))
+    return {"beta": cfg.dpo.beta, "steps": result.global_step, "train_loss": result.training_loss,
+            "n_pairs": len(dataset), "logps_chosen": watch.values,
+            "log_history": trainer.state.log_history}

@@ -1,0 +1,104 @@
+"""The stage graph: a job (family, stage, beta) builds or reuses its prerequisites, then evaluates.
+
+  vanilla: base                                  -> eval
+  sft:     base -> sft                           -> eval
+  dpo:     base -> sft -> candidates -> pairs -> dpo(beta) -> eval
+
+Each artifact is keyed by exactly the config that defines it (plus its prerequisites' keys), so a
+beta sweep builds SFT, candidates and pairs once per family, and a finished job reruns in seconds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+
+from degenbench import evaluate, standins
+from degenbench.config import STAGES
+from degenbench.documents import load_documents, split
+from degenbench.stages import launch
+from degenbench.stages.common import MODEL_DIR, load_trained
+from degenbench.stages.data import assert_no_heldout
+from degenbench.stages.judge import judge_candidates
+from degenbench.stages.pairs import DATASET, build_pairs
+from degenbench.stages.sample import CANDIDATES, sample_candidates
+from degenbench.stages.store import COMPLETE, build_once, key_of
+
+log = logging.getLogger(__name__)
+
+
+def base_spec(cfg: DictConfig) -> dict:
+    """What defines the starting model: the family, with a stand-in's recipe in place of its path."""
+    fam = OmegaConf.to_container(cfg.family, resolve=True)
+    fam.pop("sizes")
+    if cfg.family.size == "tiny":
+        fam["pretrained"] = standins.recipe_hash(cfg.family)
+    return fam
+
+
+class Keys:
+    """The artifact keys of one job's config."""
+
+    def __init__(self, cfg: DictConfig):
+        c = cfg
+        self.data = key_of(c.data, c.seed)
+        self.base = key_of(base_spec(c))
+        self.sft = key_of("sft", self.base, self.data, c.sft)
+        self.candidates = key_of("candidates", self.sft, c.sampling)
+        rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
+        self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
+        self.dpo = key_of("dpo", self.sft, self.pairs, c.dpo)
+
+    def eval(self, cfg: DictConfig, model_key: str) -> str:
+        return key_of("eval", model_key, self.data, cfg.generation, cfg.metrics)
+
+
+def _recorded(path: Path) -> dict:
+    return json.loads((path / COMPLETE).read_text())
+
+
+def run_job(cfg: DictConfig) -> Path:
+    """Run one job; returns its evaluation run folder."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    train, held = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
+    held_ids = [d.id for d in held]
+    keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
+    model_key, model_dir = keys.base, None
+
+    if cfg.stage in ("sft", "dpo"):
+        if not train:
+            raise ValueError(f"stage={cfg.stage} needs training documents, but data.heldout="
+                             f"{cfg.data.heldout} holds out all {len(held)}")
+        assert_no_heldout(held_ids, [d.id for d in train], "the SFT data")
+        sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp))
+        assert_no_heldout(held_ids, _recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
+        model_key, model_dir = keys.sft, sft_dir / MODEL_DIR
+
+    if cfg.stage == "dpo":
+        by_id = {d.id: d for d in train}
+
+        def sample(tmp):
+            model, processor = load_trained(cfg, sft_dir / MODEL_DIR)
+            return sample_candidates(cfg, model, processor, train, tmp)
+
+        def pairs(tmp):
+            cands = pd.read_parquet(cand_dir / CANDIDATES)
+            return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp)
+
+        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample)
+        pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs)
+        if _recorded(pairs_dir)["pairs"] == 0:
+            raise ValueError(f"{pairs_dir} holds no pairs (see its stats.json): no candidate was "
+                             "rejectable; sample more (sampling.n) or change pairs.rejected")
+        pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
+        assert_no_heldout(held_ids, pair_ids, f"the pairs of {pairs_dir}")
+        dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
+                             lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir))
+        model_key, model_dir = keys.dpo, dpo_dir / MODEL_DIR
+
+    return evaluate.run(cfg, held, model_dir, keys.eval(cfg, model_key))

@@ -1,0 +1,74 @@
+"""Preference pairs from judged candidates, saved in TRL's vision preference format."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+import pandas as pd
+from omegaconf import DictConfig
+
+from degenbench import io
+from degenbench.documents import Document
+from degenbench.stages.data import answer_turn, prompt_turn
+
+log = logging.getLogger(__name__)
+DATASET, STATS, JUDGED = "dataset", "stats.json", "judged.parquet"
+
+
+def _rejected(group: pd.DataFrame, chosen_quality: float, how: str, k: int) -> pd.DataFrame:
+    """Up to k rejected candidates of one document, by the configured strategy."""
+    degenerate = group[group["degenerate"]].sort_values("quality")
+    worse = group[~group["good"] & (group["quality"] < chosen_quality)].sort_values("quality")
+    if how == "degenerate":  # the paper's choice: the model's own loops
+        return degenerate.head(k)
+    if how == "worst":
+        return worse.head(k)
+    if how == "mixed":  # loops first, then the worst of the rest
+        return pd.concat([degenerate, worse.drop(degenerate.index, errors="ignore")]).head(k)
+    raise ValueError(f"pairs.rejected={how!r} is unknown; use degenerate, worst or mixed")
+
+
+def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame, out: Path) -> dict:
+    """`out/dataset` (images, prompt, chosen, rejected, doc_id) and `out/stats.json`."""
+    p = cfg.pairs
+    rows = {"doc_id": [], "images": [], "prompt": [], "chosen": [], "rejected": []}
+    counts = {"docs_without_chosen": 0, "chosen_from_candidate": 0, "chosen_from_truth": 0,
+              "docs_with_pairs": 0}
+    for doc_id, group in judged.groupby("doc_id", sort=False):
+        good = group[group["good"]].sort_values("quality", ascending=False)
+        if len(good):
+            chosen, quality, source = good.iloc[0]["text"], good.iloc[0]["quality"], "candidate"
+        elif p.chosen_fallback == "truth":
+            chosen, quality, source = docs[doc_id].answer, float("inf"), "truth"
+        else:
+            counts["docs_without_chosen"] += 1
+            continue
+        rejected = _rejected(group, quality, p.rejected, p.max_pairs_per_doc)
+        if rejected.empty:
+            continue
+        counts[f"chosen_from_{source}"] += 1
+        counts["docs_with_pairs"] += 1
+        image = docs[doc_id].load_image()
+        for text in rejected["text"]:
+            rows["doc_id"].append(doc_id)
+            rows["images"].append([image])
+            rows["prompt"].append(prompt_turn(cfg.family))
+            rows["chosen"].append(answer_turn(chosen))
+            rows["rejected"].append(answer_turn(text))
+    if rows["doc_id"]:  # `datasets` cannot reload an empty saved dataset; stats say why it is empty
+        datasets.Dataset.from_dict(rows).save_to_disk(str(out / DATASET))
+    judged.drop(columns=["token_ids"], errors="ignore").to_parquet(out / JUDGED, index=False)
+    n_deg = judged.groupby("doc_id")["degenerate"].any()
+    stats = {
+        "documents": int(judged["doc_id"].nunique()), "candidates": len(judged),
+        "degenerate_candidates": int(judged["degenerate"].sum()),
+        "degenerate_share": float(judged["degenerate"].mean()) if len(judged) else 0.0,
+        "good_candidates": int(judged["good"].sum()),
+        "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),
+        "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
+    }
+    io.write_json(out / STATS, stats)
+    log.info("pairs %s: %d pairs from %d documents (%d of them with a degenerate candidate)",
+             cfg.family.name, stats["pairs"], stats["documents"], stats["docs_with_degenerate"])
+    return stats

@@ -1,0 +1,130 @@
+"""Training stages on a tiny stand-in: SFT -> candidates -> pairs -> DPO, cached and guarded."""
+import json
+import logging
+import time
+
+import datasets
+import pandas as pd
+import pytest
+from trl import DPOConfig, DPOTrainer
+
+from degenbench.config import compose
+from degenbench.stages import store
+from degenbench.stages.common import MODEL_DIR, load_trained
+from degenbench.stages.data import LeakError
+from degenbench.stages.dpo import LogpsWatch
+from degenbench.stages.graph import run_job
+from degenbench.stages.pairs import _rejected
+
+TINY = ["family=qwen2.5-vl-3b", "logger=disabled", "device=cpu", "data.n_docs=12", "data.heldout=4",
+        "data.max_new_tokens=24", "sft.method=full", "sft.max_steps=2", "sft.batch_size=2",
+        "sampling.n=2", "sampling.batch_size=4", "pairs.rejected=mixed", "dpo.max_steps=1",
+        "dpo.batch_size=2", "generation.batch_size=4"]
+
+
+def artifact(root, kind):
+    """The one artifact of `kind` under `root` (lock files beside it do not count)."""
+    (path,) = [p for p in (root / "artifacts" / kind).iterdir() if p.is_dir()]
+    return path
+
+
+@pytest.fixture(scope="module")
+def beta_sweep(tmp_path_factory):
+    """Two DPO jobs (beta 0.1, 0.5) sharing SFT, candidates and pairs."""
+    root = tmp_path_factory.mktemp("sweep")
+    cfgs = [compose(TINY + [f"paths.results_dir={root}", "stage=dpo", f"dpo.beta={b}"]) for b in (0.1, 0.5)]
+    handler = logging.Handler()
+    records = []
+    handler.emit = records.append
+    logging.getLogger("degenbench").addHandler(handler)
+    logging.getLogger("degenbench").setLevel(logging.INFO)
+    try:
+        runs = [run_job(c) for c in cfgs]
+    finally:
+        logging.getLogger("degenbench").removeHandler(handler)
+    return root, cfgs, runs, [r.getMessage() for r in records]
+
+
+def test_beta_sweep_builds_prerequisites_once(beta_sweep):
+    root, _, runs, messages = beta_sweep
+    builds = [m.split()[1] for m in messages if m.startswith("BUILD ")]
+    assert builds.count("sft") == 1 and builds.count("candidates") == 1 and builds.count("pairs") == 1
+    assert builds.count("dpo") == 2
+    assert len({r.name for r in runs}) == 2 and all(store.is_complete(r) for r in runs)
+    assert [json.loads((r / "metrics.json").read_text())["beta"] for r in runs] == [0.1, 0.5]
+
+
+def test_rerunning_a_finished_job_does_nothing(beta_sweep, caplog):
+    _, cfgs, runs, _ = beta_sweep
+    caplog.set_level(logging.INFO, logger="degenbench")
+    start = time.perf_counter()
+    assert run_job(cfgs[1]) == runs[1]
+    assert time.perf_counter() - start < 10
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any(m.startswith("BUILD") for m in messages)
+    assert any(m.startswith("DONE") for m in messages)
+
+
+def test_pair_dataset_loads_in_dpo_trainer_unchanged_and_stats_add_up(beta_sweep, tmp_path):
+    root, cfgs, _, _ = beta_sweep
+    pairs_dir = artifact(root, "pairs")
+    stats = json.loads((pairs_dir / "stats.json").read_text())
+    ds = datasets.load_from_disk(str(pairs_dir / "dataset"))
+    judged = pd.read_parquet(pairs_dir / "judged.parquet")
+    assert stats["documents"] == 8 and stats["candidates"] == 8 * 2 == len(judged)
+    assert stats["docs_with_degenerate"] + stats["docs_without_degenerate"] == stats["documents"]
+    assert stats["degenerate_candidates"] == judged["degenerate"].sum()
+    assert stats["pairs"] == len(ds) <= stats["documents"] * cfgs[0].pairs.max_pairs_per_doc
+    assert stats["chosen_from_candidate"] + stats["chosen_from_truth"] == stats["docs_with_pairs"]
+    assert stats["docs_with_pairs"] == len(set(ds["doc_id"]))
+    assert {"images", "prompt", "chosen", "rejected"} <= set(ds.column_names)
+
+    sft_dir = artifact(root, "sft")
+    model, processor = load_trained(cfgs[0], sft_dir / MODEL_DIR, trainable=True)
+    args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2,
+                     use_cpu=True, bf16=False, gradient_checkpointing=False, max_length=None,
+                     report_to=[], logging_steps=1)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
+    trainer.train()
+    assert "logps/chosen" in trainer.state.log_history[0]
+
+
+def test_heldout_documents_never_enter_training(beta_sweep):
+    root, cfgs, runs, _ = beta_sweep
+    held = set(json.loads((runs[0] / "heldout_ids.json").read_text()))
+    sft_dir = artifact(root, "sft")
+    pairs_dir = artifact(root, "pairs")
+    record = json.loads((sft_dir / store.COMPLETE).read_text())
+    assert not held & set(record["doc_ids"])
+    assert not held & set(datasets.load_from_disk(str(pairs_dir / "dataset"))["doc_id"])
+    # a tampered SFT artifact that trained on a held-out page fails the job
+    record["doc_ids"].append(sorted(held)[0])
+    (sft_dir / store.COMPLETE).write_text(json.dumps(record))
+    with pytest.raises(LeakError, match="1 held-out document"):
+        run_job(compose(TINY + [f"paths.results_dir={root}", "stage=sft"]))
+
+
+def test_rejected_strategies():
+    g = pd.DataFrame({"text": ["loop", "bad", "ok", "best"], "degenerate": [True, False, False, False],
+                      "quality": [0.1, 0.2, 0.7, 0.95], "good": [False, False, False, True]})
+    assert _rejected(g, 0.95, "degenerate", 2)["text"].tolist() == ["loop"]
+    assert _rejected(g, 0.95, "worst", 2)["text"].tolist() == ["loop", "bad"]
+    assert _rejected(g, 0.95, "mixed", 3)["text"].tolist() == ["loop", "bad", "ok"]
+    assert _rejected(g[g.text != "loop"], 0.95, "degenerate", 2).empty
+    with pytest.raises(ValueError, match="pairs.rejected='best'"):
+        _rejected(g, 0.95, "best", 1)
+
+
+def test_logps_watch_warns_when_chosen_logps_fall(caplog):
+    watch = LogpsWatch()
+    for v in (-50.0, -52.0, -60.0):
+        watch.on_log(None, None, None, logs={"logps/chosen": v})
+    with caplog.at_level(logging.WARNING):
+        watch.on_train_end(None, None, None)
+    assert "logps/chosen fell during DPO, -50.000 -> -60.000" in caplog.text
+    rising = LogpsWatch()
+    for v in (-60.0, -50.0):
+        rising.on_log(None, None, None, logs={"logps/chosen": v})
+    caplog.clear()
+    rising.on_train_end(None, None, None)
+    assert "fell" not in caplog.text
