@@ -62,11 +62,15 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
     return pd.DataFrame(rows), skipped
 
 
+def run_dir_for(cfg: DictConfig, key: str) -> Path:
+    return Path(cfg.paths.runs_dir) / f"{run_label(cfg)}-{key}"
+
+
 def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str) -> Path:
     """Evaluate the stage's model (`model_dir`; None: the family's base) on the held-out `docs`
     into `<runs_dir>/<label>-<key>/`. A run already complete there is returned as it is."""
-    run_id = f"{run_label(cfg)}-{key}"
-    run_dir = Path(cfg.paths.runs_dir) / run_id
+    run_dir = run_dir_for(cfg, key)
+    run_id = run_dir.name
     if store.is_complete(run_dir):
         log.info("DONE %s already evaluated: %s", run_id, run_dir)
         return run_dir

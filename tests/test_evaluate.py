@@ -22,7 +22,8 @@ def runs(results: Path) -> list[Path]:
 
 
 def test_toy_sweep_over_the_five_families(tmp_path):
-    degenbench("experiment=toy", "data.n_docs=10", "data.heldout=3", f"paths.results_dir={tmp_path}")
+    degenbench("experiment=toy", "stage=vanilla", "dpo.beta=0.1", "data.n_docs=10", "data.heldout=3",
+               f"paths.results_dir={tmp_path}")
     dirs = runs(tmp_path)
     summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
     assert sorted(s["family"] for s in summaries) == sorted(

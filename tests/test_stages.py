@@ -82,7 +82,7 @@ def test_pair_dataset_loads_in_dpo_trainer_unchanged_and_stats_add_up(beta_sweep
     sft_dir = artifact(root, "sft")
     model, processor = load_trained(cfgs[0], sft_dir / MODEL_DIR, trainable=True)
     args = DPOConfig(output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=2,
-                     use_cpu=True, bf16=False, gradient_checkpointing=False, max_length=None,
+                     use_cpu=True, bf16=False, activation_checkpointing=False, max_length=None,
                      report_to=[], logging_steps=1)
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=processor)
     trainer.train()
@@ -128,3 +128,31 @@ def test_logps_watch_warns_when_chosen_logps_fall(caplog):
     caplog.clear()
     rising.on_train_end(None, None, None)
     assert "fell" not in caplog.text
+
+
+def test_llm_judge_scores_with_a_local_causal_lm(tmp_path, caplog):
+    """The LLM-judge interface on a tiny offline causal LM: every candidate gets a quality in
+    [0, 1]; replies without a number are counted, not dropped."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from degenbench.documents import synthetic
+    from degenbench.stages.judge import judge_candidates
+    from degenbench.standins import train_tokenizer
+
+    tok = train_tokenizer("qwen2_5_vl", 512, seed=0)
+    config = AutoConfig.for_model("qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "judge")
+    tok.save_pretrained(tmp_path / "judge")
+    cfg = compose(TINY + ["judge=llm", f"judge.model={tmp_path / 'judge'}"])
+    docs = {d.id: d for d in synthetic.generate(2, seed=0)}
+    cands = pd.DataFrame({"doc_id": list(docs) * 2, "candidate": [0, 0, 1, 1], "hit_limit": [False] * 4,
+                          "text": [d.answer for d in docs.values()] + ["x" * 40] * 2})
+    with caplog.at_level(logging.WARNING):
+        judged = judge_candidates(cfg, docs, cands)
+    assert judged["quality"].between(0, 1).all() and len(judged) == 4
+    assert judged["json_valid"].tolist() == [True, True, False, False]
+    assert not judged["good"][2:].any()  # invalid JSON is never chosen
+    if (judged["quality"] == 0).all():
+        assert "LLM judge gave no score for" in caplog.text

@@ -26,7 +26,7 @@ from degenbench.stages.data import assert_no_heldout
 from degenbench.stages.judge import judge_candidates
 from degenbench.stages.pairs import DATASET, build_pairs
 from degenbench.stages.sample import CANDIDATES, sample_candidates
-from degenbench.stages.store import COMPLETE, build_once, key_of
+from degenbench.stages.store import COMPLETE, build_once, is_complete, key_of
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,13 @@ class Keys:
         c = cfg
         self.data = key_of(c.data, c.seed)
         self.base = key_of(base_spec(c))
-        self.sft = key_of("sft", self.base, self.data, c.sft)
+        self.sft = key_of("sft", self.base, self.data, c.sft, c.accelerate.num_processes)
         self.candidates = key_of("candidates", self.sft, c.sampling)
         rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
         self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
-        self.dpo = key_of("dpo", self.sft, self.pairs, c.dpo)
-
-    def eval(self, cfg: DictConfig, model_key: str) -> str:
-        return key_of("eval", model_key, self.data, cfg.generation, cfg.metrics)
+        self.dpo = key_of("dpo", self.sft, self.pairs, c.dpo, c.accelerate.num_processes)
+        model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}[c.stage]
+        self.eval = key_of("eval", model, self.data, c.generation, c.metrics)
 
 
 def _recorded(path: Path) -> dict:
@@ -65,10 +64,14 @@ def run_job(cfg: DictConfig) -> Path:
     """Run one job; returns its evaluation run folder."""
     if cfg.stage not in STAGES:
         raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
+    finished = evaluate.run_dir_for(cfg, keys.eval)
+    if is_complete(finished):  # nothing to do: not even the documents are loaded
+        log.info("DONE %s already evaluated: %s", finished.name, finished)
+        return finished
     train, held = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
     held_ids = [d.id for d in held]
-    keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
-    model_key, model_dir = keys.base, None
+    model_dir = None
 
     if cfg.stage in ("sft", "dpo"):
         if not train:
@@ -77,7 +80,7 @@ def run_job(cfg: DictConfig) -> Path:
         assert_no_heldout(held_ids, [d.id for d in train], "the SFT data")
         sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp))
         assert_no_heldout(held_ids, _recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
-        model_key, model_dir = keys.sft, sft_dir / MODEL_DIR
+        model_dir = sft_dir / MODEL_DIR
 
     if cfg.stage == "dpo":
         by_id = {d.id: d for d in train}
@@ -99,6 +102,6 @@ def run_job(cfg: DictConfig) -> Path:
         assert_no_heldout(held_ids, pair_ids, f"the pairs of {pairs_dir}")
         dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
                              lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir))
-        model_key, model_dir = keys.dpo, dpo_dir / MODEL_DIR
+        model_dir = dpo_dir / MODEL_DIR
 
-    return evaluate.run(cfg, held, model_dir, keys.eval(cfg, model_key))
+    return evaluate.run(cfg, held, model_dir, keys.eval)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import families, io
+from degenbench import io
 from degenbench.documents import load_documents, split
 
 log = logging.getLogger(__name__)
@@ -44,10 +44,9 @@ def train(cfg: DictConfig, stage: str, out: Path, sft_dir: Path | None = None,
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     if cfg.accelerate.config_file:
         cmd += ["--config_file", str(cfg.accelerate.config_file)]
-    if families.pick_device(cfg.device).type == "cpu":
-        cmd += ["--cpu"]
-    else:
-        cmd += ["--multi_gpu"]
+    # torchrun-style DDP; on a CPU-only machine the trainers' use_cpu gives gloo (accelerate's own
+    # --cpu launcher would need mpirun)
+    cmd += ["--multi_gpu"]
     cmd += ["-m", "degenbench.stages.launch", str(job), stage, str(out), str(sft_dir or ""),
             str(pairs_dir or "")]
     log.info("launching %s on %d processes: %s", stage, n, " ".join(cmd))
