@@ -32,7 +32,7 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 
 from degenbench.documents.synthetic import corpus_lines
 
-BUILD_VERSION = 1  # bump when the recipe below changes: cached stand-ins are rebuilt
+BUILD_VERSION = 2  # bump when the recipe below changes: cached stand-ins are rebuilt
 MARKER = "standin.json"
 
 # Each family's special tokens, as the real tokenizers spell them.

@@ -9,6 +9,7 @@ from PIL import Image
 from degenbench.config import compose
 from degenbench.documents import BadDocument, load_documents, split, synthetic
 from degenbench.documents.record import FIELDS
+from degenbench.metrics import loop_period_onset
 
 
 def test_synthetic_pages_are_seeded_and_grid_sized():
@@ -21,6 +22,20 @@ def test_synthetic_pages_are_seeded_and_grid_sized():
     assert doc.image.size == (24 * 28, (4 + 2) * 28)  # cols x (body + header + footer) cells
     assert json.loads(doc.answer) == doc.truth
     assert doc.text.splitlines()[0] == doc.truth["header"]
+
+
+def test_repetitive_lines_and_fitted_fields():
+    def body(repetitive):
+        docs = synthetic.generate(40, seed=3, cols=16, margin_cols=5, body_lines=2, repetitive=repetitive)
+        return docs, [ln for d in docs for ln in d.truth["text"].split("\n")]
+
+    docs, loopy = body(0.5)
+    _, plain = body(0.0)  # same random stream: only the replaced lines differ
+    replaced = [a for a, b in zip(loopy, plain) if a != b]
+    assert 25 < len(replaced) < 55  # about half of the 80 body lines
+    assert all(loop_period_onset(ln)[0] is not None for ln in replaced)
+    assert all(len(ln) <= 16 - 5 - 1 for ln in loopy)
+    assert all(len(d.truth["header"]) <= 16 and len(d.truth["footer"]) <= 16 for d in docs)
 
 
 def test_split_is_deterministic_disjoint_and_order_independent():

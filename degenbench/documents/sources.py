@@ -27,7 +27,7 @@ def load_documents(data: DictConfig) -> list[Document]:
 
 def _synthetic(data: DictConfig) -> list[Document]:
     return synthetic.generate(data.n_docs, data.seed, cols=data.cols, margin_cols=data.margin_cols,
-                              body_lines=data.body_lines, cell=data.cell)
+                              body_lines=data.body_lines, cell=data.cell, repetitive=data.repetitive)
 
 
 def _manifest(data: DictConfig) -> list[Document]:

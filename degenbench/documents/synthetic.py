@@ -48,8 +48,24 @@ def _fill(rng: random.Random, template: str, city: str) -> str:
         city=city, uf=rng.choice(UFS))
 
 
-def sample_fields(rng: random.Random, cols: int, margin_cols: int, body_lines: int) -> dict:
-    """The four fields of one page, each fitted to its place on the grid."""
+def _fit(text: str, width: int) -> str:
+    """Cut at a word boundary to fit `width` cells."""
+    return (textwrap.wrap(text, width=width) or [""])[0]
+
+
+def repetitive_line(rng: random.Random, width: int) -> str:
+    """A line that is hard to count: dot leaders, rules, repeated digits. Models lose their
+    place on these and loop, as real OCR models do on tables of contents and ledgers."""
+    unit = rng.choice([".", "-", "=", "_ ", "0", "1", "9", "ab", "12", "- "])
+    label = rng.choice(["", "", "Total", "Item", "Soma", "Fl."])
+    fill = (unit * width)[: width - len(label) - (1 if label else 0)]
+    return f"{label} {fill}".strip() if label else fill
+
+
+def sample_fields(rng: random.Random, cols: int, margin_cols: int, body_lines: int,
+                  repetitive: float = 0.0) -> dict:
+    """The four fields of one page, each fitted to its place on the grid; with probability
+    `repetitive` a body line is a repetitive one."""
     city = rng.choice(CITIES)
     header = rng.choice([f"{rng.choice(BODIES)} {city.upper()}",
                          f"{rng.choice(DOC_TYPES)} Nº {rng.randint(1, 999)}/{rng.randint(1990, 2025)}"])
@@ -61,7 +77,8 @@ def sample_fields(rng: random.Random, cols: int, margin_cols: int, body_lines: i
         words += f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} " \
                  f"{_fill(rng, rng.choice(OBJECTS), city)} {_fill(rng, rng.choice(TAILS), city)}".split()
     lines = textwrap.wrap(" ".join(words), width=width, break_long_words=True)[:body_lines]
-    return {"header": header[:cols].strip(), "margin": margin.strip(), "footer": footer[:cols].strip(),
+    lines = [repetitive_line(rng, width) if rng.random() < repetitive else ln for ln in lines]
+    return {"header": _fit(header, cols), "margin": margin.strip(), "footer": _fit(footer, cols),
             "text": "\n".join(lines)}
 
 
@@ -70,31 +87,30 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT), size)
 
 
-def render(fields: dict, cols: int, margin_cols: int, body_lines: int, cell: int) -> Image.Image:
-    """Draw the page: header on row 0, margin note at the left of row 1, body, footer last."""
-    rows = body_lines + 2
+def draw_grid(cols: int, rows: int, cell: int, placements: list[tuple[int, int, str]]) -> Image.Image:
+    """A white page of cols x rows cells with each text drawn from (row, col), one glyph centred
+    in each cell, so that glyphs stay on the grid of merged visual tokens."""
     img = Image.new("L", (cols * cell, rows * cell), 255)
-    draw = ImageDraw.Draw(img)
-    font = _font(int(cell * 0.8))
-
-    def put(row: int, col: int, text: str) -> None:
-        for i, ch in enumerate(text):  # one glyph centred in each cell keeps glyphs on the grid
+    draw, font = ImageDraw.Draw(img), _font(int(cell * 0.8))
+    for row, col, text in placements:
+        for i, ch in enumerate(text):
             draw.text(((col + i + 0.5) * cell, (row + 0.5) * cell), ch, font=font, fill=0, anchor="mm")
-
-    put(0, 0, fields["header"])
-    put(1, 0, fields["margin"])
-    for r, line in enumerate(fields["text"].split("\n")):
-        put(1 + r, margin_cols + 1, line)
-    put(rows - 1, 0, fields["footer"])
     return img.convert("RGB")
 
 
+def render(fields: dict, cols: int, margin_cols: int, body_lines: int, cell: int) -> Image.Image:
+    """Draw the page: header on row 0, margin note at the left of row 1, body, footer last."""
+    body = [(1 + r, margin_cols + 1, line) for r, line in enumerate(fields["text"].split("\n"))]
+    return draw_grid(cols, body_lines + 2, cell, [(0, 0, fields["header"]), (1, 0, fields["margin"]),
+                                                  *body, (body_lines + 1, 0, fields["footer"])])
+
+
 def generate(n_docs: int, seed: int, cols: int = 24, margin_cols: int = 6, body_lines: int = 4,
-             cell: int = 28) -> list[Document]:
+             cell: int = 28, repetitive: float = 0.0) -> list[Document]:
     docs = []
     for i in range(n_docs):
         rng = random.Random(f"degenbench-synthetic:{seed}:{i}")  # str seeds are stable across runs
-        fields = sample_fields(rng, cols, margin_cols, body_lines)
+        fields = sample_fields(rng, cols, margin_cols, body_lines, repetitive)
         image = render(fields, cols, margin_cols, body_lines, cell)
         docs.append(make_document(f"syn-{seed}-{i:05d}", fields, None, where=f"synthetic doc {i}",
                                   image=image))
