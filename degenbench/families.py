@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 from hydra.utils import get_class
@@ -55,6 +54,3 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor
 
-
-def is_local(family: DictConfig) -> bool:
-    return Path(str(family.pretrained)).is_dir()
