@@ -26,11 +26,11 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     """(model, processor) for a family: `from_pretrained(family.pretrained)` whether that is a
     hub id (size=real) or a stand-in directory (size=tiny, built here first if missing).
     `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
+    source = str(family.pretrained)
     if family.size == "tiny":
         from degenbench import standins
 
-        standins.ensure(family, family.pretrained)
-    source = str(family.pretrained)
+        source = str(standins.ensure(family))
     if family.trust_remote_code:
         log.warning("family %s opts in to trust_remote_code: code from %s will run", family.name, source)
     dev = pick_device(device)

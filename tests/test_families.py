@@ -17,13 +17,14 @@ ARCH = {"qwen2.5-vl-3b": "Qwen2_5_VLForConditionalGeneration",
 @pytest.mark.parametrize("name", sorted(ARCH))
 def test_standin_loads_from_its_directory_through_the_hub_loading_path(name):
     cfg = compose([f"family={name}", "generation.max_new_tokens=5"])
-    model, processor = families.load(cfg.family, "cpu")  # builds into the test cache first
+    model, processor = families.load(cfg.family, "cpu")  # the shipped, trained base
     saved = Path(cfg.family.pretrained)
     assert (saved / "model.safetensors").is_file() and (saved / "chat_template.jinja").is_file()
     assert type(model).__name__ == ARCH[name]
     assert model.name_or_path == str(saved)  # from_pretrained(<directory>)
     info = json.loads((saved / standins.MARKER).read_text())
     assert info["recipe"] == standins.recipe_hash(cfg.family)
+    assert info["trained"] and info["reading_cer"]["4_lines"] < 0.75  # a base that reads (some of) its style
     # the family's real chat template, rendered by the saved processor
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                                          tokenize=False, add_generation_prompt=True)
@@ -55,13 +56,38 @@ def test_sizes_differ_as_the_real_ones_do():
     assert n["qwen2.5-vl-7b"] > n["qwen2.5-vl-3b"]
 
 
-def test_build_is_deterministic(tmp_path):
-    fam = compose(["family=gemma-3-4b"]).family
+QUICK_BASE = ["family.standin.base.stages=[{lines: 1, steps: 2}]", "family.standin.base.batch_size=2"]
 
-    def digest(d):
-        return {f: hashlib.sha256((d / f).read_bytes()).hexdigest()
-                for f in ("model.safetensors", "tokenizer.json", "config.json")}
 
-    a = digest(standins.build(fam, tmp_path / "a"))
-    b = digest(standins.build(fam, tmp_path / "b"))
-    assert a == b
+def _digest(d):
+    return {f: hashlib.sha256((d / f).read_bytes()).hexdigest()
+            for f in ("model.safetensors", "tokenizer.json", "config.json")}
+
+
+@pytest.mark.parametrize("name", ["gemma-3-4b", "qwen2.5-vl-3b"])
+def test_base_build_is_deterministic_and_records_how(tmp_path, name):
+    fam = compose([f"family={name}", *QUICK_BASE]).family
+    a, b = standins.build(fam, tmp_path / "a"), standins.build(fam, tmp_path / "b")
+    assert _digest(a) == _digest(b)
+    untrained = standins.build(fam, tmp_path / "c", train=False)
+    assert _digest(untrained)["model.safetensors"] != _digest(a)["model.safetensors"]
+    info = json.loads((a / standins.MARKER).read_text())
+    assert info["training"]["steps"] == 2 and set(info["reading_cer"]) == {"1_lines", "4_lines"}
+
+
+def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone():
+    fam = compose(["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=99"]).family
+    shipped = Path(fam.sizes.tiny.pretrained)
+    before = _digest(shipped)
+    built = standins.ensure(fam)
+    assert built != shipped and built.is_relative_to(Path(fam.standin.cache_dir))
+    assert _digest(shipped) == before
+    assert standins.ensure(fam) == built  # built once, then reused
+
+
+def test_continued_pretraining_starts_from_the_parent_base():
+    fam = compose(["family=nanonets-ocr2-3b"]).family
+    parent = compose([f"family={fam.standin.base.parent}"]).family
+    assert standins.recipe_hash(fam) != standins.recipe_hash(parent)
+    info = json.loads((Path(fam.sizes.tiny.pretrained) / standins.MARKER).read_text())
+    assert info["parent"] == parent.name and info["recipe"] == standins.recipe_hash(fam)

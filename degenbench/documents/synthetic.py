@@ -82,6 +82,17 @@ def sample_fields(rng: random.Random, cols: int, margin_cols: int, body_lines: i
             "text": "\n".join(lines)}
 
 
+def plain_segments(rng: random.Random, cols: int, margin_cols: int = 5) -> list[tuple[int, str]]:
+    """One row of a style-A page (base pretraining): a line of text from col 0, or a short note
+    at the left and text after the margin, as (col, text) segments."""
+    fields = sample_fields(rng, cols, margin_cols, body_lines=1)
+    line = _fit(rng.choice([fields["header"], fields["footer"], fields["text"],
+                            fields["text"].lower(), repetitive_line(rng, cols)]), cols)
+    if rng.random() < 0.3 and fields["margin"]:
+        return [(0, fields["margin"]), (margin_cols + 1, _fit(fields["text"], cols - margin_cols - 1))]
+    return [(0, line)]
+
+
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT), size)

@@ -66,7 +66,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
         "degenerate_share": float(judged["degenerate"].mean()) if len(judged) else 0.0,
         "good_candidates": int(judged["good"].sum()),
         "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),
-        "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
+        "family": cfg.family.name, "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
     }
     io.write_json(out / STATS, stats)
     log.info("pairs %s: %d pairs from %d documents (%d of them with a degenerate candidate)",
