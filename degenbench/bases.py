@@ -5,10 +5,12 @@ style ("style A": lines of text on the character grid, plain-text answers, a few
 prompts). The benchmark's documents are of another style (header, margin, body, footer, JSON
 answers), so a base reads them imperfectly and SFT has something to learn.
 
-Two choices make reading learnable in minutes on 2 cores (measured; see results/organism/):
+Three choices make reading learnable in minutes on 2 cores (measured; see results/organism/):
 - the stand-in's image normalisation maps white paper to 0, so a patch's embedding comes from ink
   only (with CLIP normalisation the blank background dominated and glyph identity was learned
-  about 4x later);
+  about 4x later; `standins.PAPER_WHITE`);
+- Qwen2.5-VL stand-ins give most rotary frequencies to the width section (`standin.mrope_section`),
+  so text can address the i-th visual token of a row;
 - a curriculum: pages with one text line first, then full pages.
 
 The loop is a plain AdamW loop rather than a Trainer: a base is a small deterministic recipe

@@ -24,7 +24,8 @@ def pick_device(device: str) -> torch.device:
 
 def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     """(model, processor) for a family: `from_pretrained(family.pretrained)` whether that is a
-    hub id (size=real) or a stand-in directory (size=tiny, built here first if missing).
+    hub id (size=real) or a stand-in directory (size=tiny: the shipped base, or one built into
+    the cache first when the config's stand-in recipe differs from it).
     `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
     source = str(family.pretrained)
     if family.size == "tiny":

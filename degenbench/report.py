@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from degenbench import io
 from degenbench.stages.store import COMPLETE
 
+log = logging.getLogger(__name__)
 STAGE_ORDER = {"vanilla": 0, "sft": 1, "dpo": 2}
 
 
@@ -49,7 +51,8 @@ def versus_sft(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for _, dpo in table[table.stage == "dpo"].iterrows():
         sft = table[(table.stage == "sft") & (table.family == dpo.family) & (table["size"] == dpo["size"])]
-        if sft.empty:
+        if sft.empty:  # said, not dropped silently: the runs table still lists the DPO run
+            log.warning("%s: no finished SFT run of %s to compare with; run stage=sft", dpo.run_id, dpo.family)
             continue
         s = sft.iloc[0]
         a, b = _per_doc(s.run_dir), _per_doc(dpo.run_dir)

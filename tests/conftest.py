@@ -1,4 +1,5 @@
-"""Test environment: offline hub, quiet W&B, and a private stand-in cache built once per session.
+"""Test environment: offline hub, quiet W&B, and a private cache (stand-ins whose recipe a test
+changes are built there; the shipped bases in standins/ are only read).
 
 Set at import time, before any test module imports huggingface_hub (which reads HF_HUB_OFFLINE
 once, on import); subprocesses inherit the same environment.
