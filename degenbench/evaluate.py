@@ -66,9 +66,11 @@ def run_dir_for(cfg: DictConfig, key: str) -> Path:
     return Path(cfg.paths.runs_dir) / f"{run_label(cfg)}-{key}"
 
 
-def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str) -> Path:
+def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
+        note: dict | None = None) -> Path:
     """Evaluate the stage's model (`model_dir`; None: the family's base) on the held-out `docs`
-    into `<runs_dir>/<label>-<key>/`. A run already complete there is returned as it is."""
+    into `<runs_dir>/<label>-<key>/`; `note` is kept in metrics.json (e.g. why DPO was skipped).
+    A run already complete there is returned as it is."""
     run_dir = run_dir_for(cfg, key)
     run_id = run_dir.name
     if store.is_complete(run_dir):
@@ -93,7 +95,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str)
     summary = {"run_id": run_id, "family": cfg.family.name, "size": cfg.family.size,
                "stage": cfg.stage, "beta": cfg.dpo.beta if cfg.stage == "dpo" else None,
                "seed": cfg.seed, "pretrained": str(cfg.family.pretrained),
-               "model_dir": str(model_dir) if model_dir else None,
+               "model_dir": str(model_dir) if model_dir else None, **(note or {}),
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha)}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
     summary |= tracking.log_run(cfg, run_dir, run_id, summary, table)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 from pathlib import Path
 
 import pandas as pd
@@ -32,7 +33,7 @@ def runs_table(runs_dir: str | Path) -> pd.DataFrame:
                          "n_docs": m["n_docs"], "n_degenerate": m["n_degenerate"],
                          "degeneration_rate": m["degeneration_rate"], "deg_ci95_lo": lo, "deg_ci95_hi": hi,
                          "cer": m["cer"], "score": m["score"], "json_valid_rate": m["json_valid_rate"],
-                         "run_id": m["run_id"], "run_dir": str(d)})
+                         "dpo_skipped": bool(m.get("dpo_skipped")), "run_id": m["run_id"], "run_dir": str(d)})
     if not rows:
         raise FileNotFoundError(f"no finished runs under {runs_dir}: run `degenbench experiment=toy` first")
     df = pd.DataFrame(rows)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     table = runs_table(args.runs)
     vs = versus_sft(table)
     pairs = pair_stats(args.artifacts)
-    cmd = " ".join(["python -m degenbench.report", *(argv if argv is not None else sys.argv[1:])])
+    cmd = shlex.join(["python", "-m", "degenbench.report", *(argv if argv is not None else sys.argv[1:])])
     if args.command:
         cmd = f"{args.command} && {cmd}"
     write(args.out, cmd, runs=table, dpo_vs_sft=vs, pairs=pairs)

@@ -179,3 +179,20 @@ def test_report_pairs_each_dpo_run_with_its_sft_run_by_document(beta_sweep, tmp_
     assert pairs.family.tolist() == ["qwen2.5-vl-3b"] and pairs.pairs.iloc[0] >= 0
     report.write(tmp_path, "test", runs=table, dpo_vs_sft=vs, pairs=pairs)
     assert "mcnemar_p" in (tmp_path / "README.md").read_text() and (tmp_path / "runs.csv").exists()
+
+
+def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):
+    """No rejectable candidate (a rule no output can meet): the default names the pairs folder and
+    the ways out; dpo.on_no_pairs=sft evaluates the SFT model unchanged and says so in metrics."""
+    never = TINY + [f"paths.results_dir={tmp_path}", "pairs.rejected=degenerate", "metrics.min_repeats=1000"]
+    with pytest.raises(ValueError, match=r"holds no pairs .* dpo.on_no_pairs=sft"):
+        run_job(compose(never + ["stage=dpo"]))
+    assert json.loads((artifact(tmp_path, "pairs") / "stats.json").read_text())["pairs"] == 0
+    run = run_job(compose(never + ["stage=dpo", "dpo.on_no_pairs=sft"]))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "holds no pairs" in metrics["dpo_skipped"] and not (tmp_path / "artifacts" / "dpo").exists()
+    assert metrics["model_dir"] == str(artifact(tmp_path, "sft") / MODEL_DIR)
+    sft = run_job(compose(never + ["stage=sft"]))
+    same = ["prediction", "degenerate"]
+    pd.testing.assert_frame_equal(pd.read_parquet(run / "predictions.parquet", columns=same),
+                                  pd.read_parquet(sft / "predictions.parquet", columns=same))

@@ -96,8 +96,14 @@ def run_job(cfg: DictConfig) -> Path:
         cand_dir = build_once(root, "candidates", fam, keys.candidates, sample)
         pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs)
         if _recorded(pairs_dir)["pairs"] == 0:
-            raise ValueError(f"{pairs_dir} holds no pairs (see its stats.json): no candidate was "
-                             "rejectable; sample more (sampling.n) or change pairs.rejected")
+            why = f"{pairs_dir} holds no pairs (see its stats.json): no candidate was rejectable"
+            if cfg.dpo.on_no_pairs != "sft":
+                raise ValueError(f"{why}; sample more (sampling.n), change pairs.rejected, or set "
+                                 "dpo.on_no_pairs=sft to evaluate the SFT model as this DPO run")
+            # A model that never loops in sampling gives DPO nothing to correct: evaluate the SFT
+            # model unchanged, recorded as such, instead of failing a whole sweep.
+            log.warning("%s: evaluating the SFT model unchanged (dpo.on_no_pairs=sft)", why)
+            return evaluate.run(cfg, held, sft_dir / MODEL_DIR, keys.eval, note={"dpo_skipped": why})
         pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
         assert_no_heldout(held_ids, pair_ids, f"the pairs of {pairs_dir}")
         dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
