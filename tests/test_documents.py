@@ -54,6 +54,24 @@ def test_split_is_deterministic_disjoint_and_order_independent():
             split(docs, seed=1, heldout=bad)
 
 
+
+def test_eval_only_pages_grow_the_heldout_set_and_leave_training_alone():
+    from degenbench.documents import load_split
+
+    base = compose(["data.n_docs=12", "data.heldout=4"]).data
+    more = compose(["data.n_docs=12", "data.heldout=4", "data.eval_only=6"]).data
+    train, held = load_split(base, seed=0)
+    train2, held2 = load_split(more, seed=0)
+    assert [d.id for d in train2] == [d.id for d in train] and held2[:4] == held
+    extra = held2[4:]
+    assert len(extra) == 6 and not {d.id for d in extra} & {d.id for d in train + held}
+    assert [d.truth for d in extra] == [d.truth for d in synthetic.generate(
+        18, seed=0, cols=base.cols, margin_cols=base.margin_cols, body_lines=base.body_lines,
+        repetitive=base.repetitive)[12:]]  # pages 12..17 of the same stream
+    manifest = OmegaConf.create({"source": "manifest", "eval_only": 3})
+    with pytest.raises(ValueError, match="data.eval_only=3 adds synthetic pages"):
+        load_split(manifest, seed=0)
+
 def _page(path, text="Visto"):
     img = Image.new("RGB", (56, 28), "white")
     img.save(path)

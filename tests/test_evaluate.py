@@ -23,7 +23,7 @@ def runs(results: Path) -> list[Path]:
 
 def test_toy_sweep_over_the_five_families(tmp_path):
     degenbench("experiment=toy", "stage=vanilla", "dpo.beta=0.1", "data.n_docs=10", "data.heldout=3",
-               f"paths.results_dir={tmp_path}")
+               "data.eval_only=2", f"paths.results_dir={tmp_path}")
     dirs = runs(tmp_path)
     summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
     assert sorted(s["family"] for s in summaries) == sorted(
@@ -31,13 +31,13 @@ def test_toy_sweep_over_the_five_families(tmp_path):
     heldout = {json.dumps(json.loads((d / "heldout_ids.json").read_text())) for d in dirs}
     assert len(heldout) == 1  # every family on the same held-out documents
     for d, s in zip(dirs, summaries):
-        assert SUMMARY_KEYS <= set(s) and s["n_docs"] == 3 and s["n_skipped"] == 0
+        assert SUMMARY_KEYS <= set(s) and s["n_docs"] == 3 + 2 and s["n_skipped"] == 0
         lo, hi = s["degeneration_ci95"]
         assert 0 <= lo <= s["degeneration_rate"] <= hi <= 1
         assert s["wandb_mode"] == "offline"
         assert (d / "wandb").is_dir() and any((d / "wandb").glob("offline-run-*/run-*.wandb"))
         table = pd.read_parquet(d / "predictions.parquet")
-        assert len(table) == 3 and table["doc_id"].tolist() == json.loads((d / "heldout_ids.json").read_text())
+        assert len(table) == 5 and table["doc_id"].tolist() == json.loads((d / "heldout_ids.json").read_text())
         assert {"prediction", "degenerate", "cer", "ned", "score", "json_valid", "loop_period",
                 "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens"} <= set(table.columns)
         assert table["degenerate"].mean() == s["degeneration_rate"]

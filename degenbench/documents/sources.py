@@ -25,9 +25,22 @@ def load_documents(data: DictConfig) -> list[Document]:
     return docs
 
 
-def _synthetic(data: DictConfig) -> list[Document]:
-    return synthetic.generate(data.n_docs, data.seed, cols=data.cols, margin_cols=data.margin_cols,
-                              body_lines=data.body_lines, cell=data.cell, repetitive=data.repetitive)
+def load_split(data: DictConfig, seed: int) -> tuple[list[Document], list[Document]]:
+    """A job's (train, held-out) documents: the seeded split of the source, plus, for synthetic
+    pages, `data.eval_only` further pages held out by construction: more evaluation power without
+    changing which pages are trained on."""
+    extra = data.get("eval_only") or 0
+    if extra and data.source != "synthetic":
+        raise ValueError(f"data.eval_only={extra} adds synthetic pages, but data.source="
+                         f"{data.source!r}; hold out more of your documents with data.heldout")
+    train, held = split(load_documents(data), seed, data.heldout)
+    return train, held + (_synthetic(data, n=extra, first=data.n_docs) if extra else [])
+
+
+def _synthetic(data: DictConfig, n: int | None = None, first: int = 0) -> list[Document]:
+    return synthetic.generate(data.n_docs if n is None else n, data.seed, cols=data.cols,
+                              margin_cols=data.margin_cols, body_lines=data.body_lines, cell=data.cell,
+                              repetitive=data.repetitive, first=first)
 
 
 def _manifest(data: DictConfig) -> list[Document]:

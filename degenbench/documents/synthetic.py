@@ -117,9 +117,11 @@ def render(fields: dict, cols: int, margin_cols: int, body_lines: int, cell: int
 
 
 def generate(n_docs: int, seed: int, cols: int = 24, margin_cols: int = 6, body_lines: int = 4,
-             cell: int = 28, repetitive: float = 0.0) -> list[Document]:
+             cell: int = 28, repetitive: float = 0.0, first: int = 0) -> list[Document]:
+    """Pages `first` .. `first + n_docs - 1` of the seeded stream (page i is the same page for
+    any n_docs: a longer stream only adds pages)."""
     docs = []
-    for i in range(n_docs):
+    for i in range(first, first + n_docs):
         rng = random.Random(f"degenbench-synthetic:{seed}:{i}")  # str seeds are stable across runs
         fields = sample_fields(rng, cols, margin_cols, body_lines, repetitive)
         image = render(fields, cols, margin_cols, body_lines, cell)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench import evaluate, standins
 from degenbench.config import STAGES
-from degenbench.documents import load_documents, split
+from degenbench.documents import load_split
 from degenbench.stages import launch
 from degenbench.stages.common import MODEL_DIR, load_trained
 from degenbench.stages.data import assert_no_heldout
@@ -69,7 +69,7 @@ def run_job(cfg: DictConfig) -> Path:
     if is_complete(finished):  # nothing to do: not even the documents are loaded
         log.info("DONE %s already evaluated: %s", finished.name, finished)
         return finished
-    train, held = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
+    train, held = load_split(cfg.data, cfg.seed)
     held_ids = [d.id for d in held]
     model_dir = None
 
