@@ -5,10 +5,12 @@ results/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<key 
   metrics.json          summary: rates with 95% intervals, means, counts, skipped documents
   config.yaml           the resolved config
   heldout_ids.json      the held-out document ids this run was evaluated on
+  training.json         the completion record of the trained model (SFT or DPO: steps, log history)
   _COMPLETE.json        written last: the run is finished
 """
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -48,7 +50,7 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
     rows, skipped = [], []
     bs = cfg.generation.batch_size
     with tqdm(total=len(docs), desc=f"eval {cfg.family.name}/{cfg.stage}", unit="doc") as bar:
-        for start in range(0, len(docs), bs):
+        for i, start in enumerate(range(0, len(docs), bs)):
             batch = _load_images(docs[start:start + bs], cfg.data.get("max_image_pixels"), skipped)
             if batch:
                 outputs = generate(model, processor, cfg.family, [im for _, im in batch], cfg.generation)
@@ -56,7 +58,7 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
                     rows.append({
                         "doc_id": doc.id, "truth": doc.text, "prediction": out.text,
                         "new_tokens": out.new_tokens, "hit_limit": out.hit_limit,
-                        "seconds": out.seconds, "token_ids": out.token_ids,
+                        "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
                         **score_output(doc, out.text, out.hit_limit, out.token_ids, cfg.metrics)})
             bar.update(len(docs[start:start + bs]))
     return pd.DataFrame(rows), skipped
@@ -82,6 +84,11 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
     log.info("run %s: %s (%s) on %d held-out documents", run_id, cfg.family.name, cfg.family.size, len(docs))
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     io.write_json(run_dir / "heldout_ids.json", [d.id for d in docs])
+    if model_dir is not None and (Path(model_dir).parent / store.COMPLETE).is_file():
+        # the training record travels with the run, so the run folder alone can be analysed
+        trained = json.loads((Path(model_dir).parent / store.COMPLETE).read_text())
+        trained.pop("doc_ids", None)
+        io.write_json(run_dir / "training.json", trained)
 
     model, processor = load_trained(cfg, model_dir)
     table, skipped = evaluate(cfg, model, processor, docs)

@@ -58,4 +58,5 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         "new_tokens": sum(r["new_tokens"] for r in rows),
         "new_tokens_degenerate": sum(r["new_tokens"] for r in rows if r["degenerate"]),
         "generate_seconds": sum(r["seconds"] for r in rows),
+        "generate_seconds_degenerate": sum(r["seconds"] for r in rows if r["degenerate"]),
     }
