@@ -1,8 +1,12 @@
-"""Comparison tables from finished runs: one row per (family, stage, beta), with Wilson intervals,
-the exact McNemar test of each DPO run against its family's SFT run on the same documents, and
-the preference-pair statistics.
+"""Every table and figure of a sweep, from its runs, in one command.
 
-    python -m degenbench.report [--runs results/runs] [--artifacts results/artifacts] --out results/toy
+    degenbench-report --runs results/runs --out results/toy [--archive results/toy/runs]
+    degenbench-report --runs results/toy/runs --out results/toy        # from the committed records
+    degenbench-report --wandb my-entity/degenbench --filters '{"tags": "paper"}' --out results/paper
+
+Tables go out as CSV, Markdown and LaTeX, figures as PNG and PDF, and README.md shows them all
+with the command that made them. From W&B only the run-level tables and figures are made (the
+per-document ones need the local run folders: their predictions and training history).
 """
 from __future__ import annotations
 
@@ -10,128 +14,118 @@ import argparse
 import json
 import logging
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
-from statsmodels.stats.contingency_tables import mcnemar
 
 from degenbench import io
-from degenbench.stages.store import COMPLETE
+from degenbench.analysis import figures, runs as runs_mod, tables
+from degenbench.analysis.tables import relative_reduction, reductions  # noqa: F401  (public API)
 
 log = logging.getLogger(__name__)
-STAGE_ORDER = {"vanilla": 0, "sft": 1, "dpo": 2}
+RECORD_FILES = ("metrics.json", "config.yaml", "heldout_ids.json", "training.json")
 
 
-def runs_table(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per finished run (metrics.json of every run with a completion marker)."""
-    rows = []
-    for d in sorted(Path(runs_dir).iterdir()):
-        if (d / COMPLETE).exists() and (d / "metrics.json").exists():
-            m = json.loads((d / "metrics.json").read_text())
-            lo, hi = m["degeneration_ci95"]
-            rows.append({"family": m["family"], "size": m["size"], "stage": m["stage"], "beta": m["beta"],
-                         "n_docs": m["n_docs"], "n_degenerate": m["n_degenerate"],
-                         "degeneration_rate": m["degeneration_rate"], "deg_ci95_lo": lo, "deg_ci95_hi": hi,
-                         "cer": m["cer"], "score": m["score"], "json_valid_rate": m["json_valid_rate"],
-                         "dpo_skipped": bool(m.get("dpo_skipped")), "run_id": m["run_id"], "run_dir": str(d)})
-    if not rows:
-        raise FileNotFoundError(f"no finished runs under {runs_dir}: run `degenbench experiment=toy` first")
-    df = pd.DataFrame(rows)
-    return df.sort_values(["family", "stage", "beta"], key=lambda s: s.map(STAGE_ORDER) if s.name == "stage"
-                          else s, na_position="first").reset_index(drop=True)
+def _fmt(df: pd.DataFrame) -> pd.DataFrame:
+    """A table for reading: rates as percentages with their intervals, 3-4 significant digits."""
+    df = df.drop(columns=["run_dir", "run_id", "source", "max_new_tokens"], errors="ignore").copy()
+    if "beta" in df:
+        df["beta"] = [f"{b:g}" if pd.notna(b) else "" for b in df.beta]
+    if {"degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"} <= set(df.columns):
+        df["degeneration_rate"] = [f"{100 * r:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]" for r, lo, hi
+                                   in zip(df.degeneration_rate, df.deg_ci95_lo, df.deg_ci95_hi)]
+        df = df.drop(columns=["deg_ci95_lo", "deg_ci95_hi"]).rename(columns={"degeneration_rate": "degeneration (95% CI)"})
+    if {"cer_diff", "cer_diff_ci95_lo", "cer_diff_ci95_hi"} <= set(df.columns):
+        df["cer_diff"] = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi
+                          in zip(df.cer_diff, df.cer_diff_ci95_lo, df.cer_diff_ci95_hi)]
+        df = df.drop(columns=["cer_diff_ci95_lo", "cer_diff_ci95_hi"]).rename(columns={"cer_diff": "CER diff (95% CI)"})
+    return df
 
 
-def _per_doc(run_dir: str) -> pd.DataFrame:
-    return pd.read_parquet(Path(run_dir) / "predictions.parquet", columns=["doc_id", "degenerate", "cer"]) \
-        .set_index("doc_id")
+def write_tables(out: Path, named: dict[str, pd.DataFrame]) -> list[str]:
+    """name.csv (all columns, full precision), name.md and name.tex (formatted); Markdown lines."""
+    md = []
+    for name, df in named.items():
+        io.write_text(out / f"{name}.csv", df.to_csv(index=False))
+        shown = _fmt(df)
+        io.write_text(out / f"{name}.md", shown.to_markdown(index=False, floatfmt=".4g") + "\n")
+        io.write_text(out / f"{name}.tex", shown.to_latex(index=False, float_format="%.4g", na_rep="",
+                                                          escape=True))
+        md += [f"### {name}\n", shown.to_markdown(index=False, floatfmt=".4g"), ""]
+    return md
 
 
-def versus_sft(table: pd.DataFrame) -> pd.DataFrame:
-    """Each DPO run against its family's SFT run, paired by document: exact McNemar p-value on the
-    degenerate flags, discordant counts, and the relative change in degeneration and CER."""
-    out = []
-    for _, dpo in table[table.stage == "dpo"].iterrows():
-        sft = table[(table.stage == "sft") & (table.family == dpo.family) & (table["size"] == dpo["size"])]
-        if sft.empty:  # said, not dropped silently: the runs table still lists the DPO run
-            log.warning("%s: no finished SFT run of %s to compare with; run stage=sft", dpo.run_id, dpo.family)
-            continue
-        s = sft.iloc[0]
-        a, b = _per_doc(s.run_dir), _per_doc(dpo.run_dir)
-        if set(a.index) != set(b.index):
-            raise ValueError(f"{dpo.run_id} and {s.run_id} were evaluated on different documents")
-        b = b.loc[a.index]
-        only_sft = int((a.degenerate & ~b.degenerate).sum())  # looped after SFT, not after DPO
-        only_dpo = int((~a.degenerate & b.degenerate).sum())
-        both = int((a.degenerate & b.degenerate).sum())
-        p = mcnemar([[both, only_sft], [only_dpo, len(a) - both - only_sft - only_dpo]], exact=True).pvalue
-        out.append({"family": dpo.family, "beta": dpo.beta, "sft_deg": s.degeneration_rate,
-                    "dpo_deg": dpo.degeneration_rate,
-                    "deg_rel_change": -relative_reduction(s.degeneration_rate, dpo.degeneration_rate),
-                    "loops_fixed": only_sft, "loops_new": only_dpo, "mcnemar_p": float(p),
-                    "sft_cer": s.cer, "dpo_cer": dpo.cer, "cer_rel_change": (dpo.cer - s.cer) / s.cer})
-    return pd.DataFrame(out)
+def archive(runs: pd.DataFrame, dest: Path) -> None:
+    """Compact copies of the run folders (records, predictions without token ids) for committing:
+    `--runs` can point at them later to regenerate everything."""
+    for r in runs.itertuples():
+        src, dst = Path(r.run_dir), dest / Path(r.run_dir).name
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in RECORD_FILES:
+            if (src / f).is_file():
+                shutil.copyfile(src / f, dst / f)
+        pred = pd.read_parquet(src / "predictions.parquet").drop(columns=["token_ids"], errors="ignore")
+        with io.atomic_path(dst / "predictions.parquet") as tmp:
+            pred.to_parquet(tmp, index=False, compression="zstd")
+        shutil.copyfile(src / runs_mod.COMPLETE, dst / runs_mod.COMPLETE)  # last: the copy is whole
 
 
-def relative_reduction(before: float, after: float) -> float:
-    """The paper's measure of what DPO did to degeneration: (before - after) / before; e.g.
-    Nanonets-OCR2-3B, SFT 1.61% -> DPO 0.20%: 0.876. NaN where nothing looped before."""
-    return (before - after) / before if before else float("nan")
-
-
-def reductions(vs: pd.DataFrame) -> pd.DataFrame:
-    """Per family, its best DPO run (lowest degeneration, then lowest CER) against SFT, with the
-    relative reduction; a last row holds the mean over families where one is defined (the
-    paper's mean -59.4%)."""
-    if vs.empty:
-        return pd.DataFrame()
-    best = vs.sort_values(["family", "dpo_deg", "dpo_cer"]).groupby("family", sort=True).head(1)
-    out = best[["family", "beta", "sft_deg", "dpo_deg", "mcnemar_p", "sft_cer", "dpo_cer"]].copy()
-    out["relative_reduction"] = [relative_reduction(a, b) for a, b in zip(out.sft_deg, out.dpo_deg)]
-    mean = {"family": "mean", "relative_reduction": out.relative_reduction.mean()}  # NaNs skipped
-    return pd.concat([out, pd.DataFrame([mean])], ignore_index=True)
-
-
-def pair_stats(artifacts_dir: str | Path) -> pd.DataFrame:
-    """Per pair set: documents, candidates, documents with a degenerate candidate, pairs built."""
-    rows = []
-    for f in sorted(Path(artifacts_dir).glob("pairs/*/stats.json")):
-        if (f.parent / COMPLETE).exists():
-            s = json.loads(f.read_text())
-            rows.append({k: s.get(k) for k in ("family", "documents", "candidates", "degenerate_candidates",
-                                                "good_candidates", "docs_with_degenerate", "pairs")})
-    return pd.DataFrame(rows)
-
-
-def write(out_dir: str | Path, command: str, **tables: pd.DataFrame) -> None:
-    """Each table as CSV and as Markdown (README.md), with the command that made them."""
-    out_dir = Path(out_dir)
-    md = [f"# {out_dir.name}\n", f"Made by: `{command}`\n"]
-    for name, df in tables.items():
-        io.write_text(out_dir / f"{name}.csv", df.to_csv(index=False))
-        md += [f"## {name}\n", df.drop(columns=["run_dir"], errors="ignore").to_markdown(index=False, floatfmt=".4g"), ""]
-    io.write_text(out_dir / "README.md", "\n".join(md) + "\n")
+def report(runs: pd.DataFrame, out: str | Path, command: str, artifacts: str | Path | None = None) -> dict:
+    """Write every table and figure of `runs` into `out`; returns {name: DataFrame}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    local = runs.run_dir.notna().all()
+    preds = runs_mod.load_predictions(runs) if local else None
+    comp = tables.comparisons(runs, preds) if local else pd.DataFrame()
+    named = {"runs": runs, "stages": tables.stage_table(runs), "beta_sweep": tables.beta_sweep(runs),
+             "comparisons": comp, "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
+    if artifacts and Path(artifacts).is_dir():
+        named["pairs"] = tables.pair_stats(artifacts)
+    figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
+            "cost": figures.cost(named["cost"], named["stages"])}
+    if local:
+        training = runs_mod.load_training(runs)
+        figs |= {"lengths": figures.lengths(preds, named["stages"]), "dpo_curves": figures.dpo_curves(training)}
+    else:
+        log.warning("runs from W&B: per-document tables and figures (comparisons, lengths, dpo_curves) "
+                    "need the local run folders and are not made")
+    md = [f"# {out.name}\n", f"Made by: `{command}`\n",
+          "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
+          "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
+          "pairs runs on the same documents (exact McNemar on the degenerate flags, paired bootstrap BCa "
+          "interval of the mean CER difference).\n", "## Figures\n"]
+    for name, fig in figs.items():
+        figures.save(fig, out, name)
+        md.append(f"![{name}]({name}.png)\n")
+    md += ["## Tables\n", *write_tables(out, named)]
+    io.write_text(out / "README.md", "\n".join(md) + "\n")
+    return named
 
 
 def main(argv: list[str] | None = None) -> None:
-    import sys
-
-    p = argparse.ArgumentParser(description="Comparison tables of finished degenbench runs.")
-    p.add_argument("--runs", default="results/runs")
-    p.add_argument("--artifacts", default="results/artifacts")
-    p.add_argument("--out", default="results/toy")
+    p = argparse.ArgumentParser(prog="degenbench-report", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", default="results/runs", help="folder of run folders (local store)")
+    p.add_argument("--artifacts", default="results/artifacts", help="artifact store (pair statistics)")
+    p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="load the runs from this W&B project instead")
+    p.add_argument("--filters", type=json.loads, default=None, help="W&B run filters as JSON")
+    p.add_argument("--out", default="results/report", help="where tables and figures go")
+    p.add_argument("--archive", help="also copy compact run records here (to commit beside the report)")
     p.add_argument("--command", default=None, help="the command that produced the runs (recorded)")
     args = p.parse_args(argv)
-    table = runs_table(args.runs)
-    vs = versus_sft(table)
-    pairs = pair_stats(args.artifacts)
-    cmd = shlex.join(["python", "-m", "degenbench.report", *(argv if argv is not None else sys.argv[1:])])
-    if args.command:
-        cmd = f"{args.command} && {cmd}"
-    write(args.out, cmd, runs=table, dpo_vs_sft=vs, reduction=reductions(vs), pairs=pairs)
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(table.drop(columns=["run_dir", "run_id"]).to_string(index=False))
-        print(vs.to_string(index=False))
-        print(pairs.to_string(index=False))
+    matplotlib.use("Agg")  # files only, even where a display is set
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    runs = runs_mod.load_wandb(args.wandb, args.filters) if args.wandb else runs_mod.load_runs(args.runs)
+    if args.archive:
+        archive(runs, Path(args.archive))
+    cmd = shlex.join(["degenbench-report", *(argv if argv is not None else sys.argv[1:])])
+    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, args.artifacts)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(_fmt(named["stages"]).to_string(index=False))
+        print(named["reduction"].to_string(index=False))
+    print(f"tables and figures in {args.out}/")
 
 
 if __name__ == "__main__":

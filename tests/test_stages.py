@@ -162,23 +162,21 @@ def test_llm_judge_scores_with_a_local_causal_lm(tmp_path, caplog):
         assert "LLM judge gave no score for" in caplog.text
 
 
-def test_report_pairs_each_dpo_run_with_its_sft_run_by_document(beta_sweep, tmp_path):
-    from degenbench import report
+def test_report_pairs_each_dpo_run_with_its_sft_run_by_document(beta_sweep):
+    from degenbench.analysis import comparisons, load_predictions, load_runs, pair_stats
 
     root, cfgs, _, _ = beta_sweep
     run_job(compose(TINY + [f"paths.results_dir={root}", "stage=sft"]))  # reuses the SFT model
-    table = report.runs_table(root / "runs")
+    table = load_runs(root / "runs")
     assert list(zip(table.stage, table.beta.fillna(0))) == [("sft", 0), ("dpo", 0.1), ("dpo", 0.5)]
     assert (table.deg_ci95_lo <= table.degeneration_rate).all()
     assert (table.degeneration_rate <= table.deg_ci95_hi).all()
-    vs = report.versus_sft(table)
+    vs = comparisons(table, load_predictions(table))
     assert list(vs.beta) == [0.1, 0.5] and vs.mcnemar_p.between(0, 1).all()
     n = table.n_degenerate.tolist()
     assert (vs.loops_fixed - vs.loops_new).tolist() == [n[0] - n[1], n[0] - n[2]]
-    pairs = report.pair_stats(root / "artifacts")
+    pairs = pair_stats(root / "artifacts")
     assert pairs.family.tolist() == ["qwen2.5-vl-3b"] and pairs.pairs.iloc[0] >= 0
-    report.write(tmp_path, "test", runs=table, dpo_vs_sft=vs, pairs=pairs)
-    assert "mcnemar_p" in (tmp_path / "README.md").read_text() and (tmp_path / "runs.csv").exists()
 
 
 def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):

@@ -1,0 +1,217 @@
+"""The runs as one tidy DataFrame, from the local results store or from W&B, with one schema.
+
+Both loaders map a run's (config, summary) through the same `row()`: locally the pair is the run
+folder's config.yaml and metrics.json; on W&B it is the evaluation run's config and summary, which
+`degenbench.tracking.log_run` wrote from those very files.
+
+    load_runs("results/runs")                                   # local store
+    load_wandb("my-entity/degenbench", {"tags": "toy"})         # online project (wandb.Api)
+    load_wandb_offline("results/runs")                          # offline runs, read from disk
+"""
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+
+from degenbench.stages.store import COMPLETE
+
+log = logging.getLogger(__name__)
+STAGES = ("vanilla", "sft", "dpo")
+EVAL_JOB_TYPES = list(STAGES)  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
+
+# The schema: column -> meaning. Every loader returns exactly these columns, in this order.
+COLUMNS = {
+    "family": "model family (conf/family)", "size": "tiny stand-in or real",
+    "stage": "vanilla, sft or dpo", "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
+    "n_docs": "held-out documents evaluated", "max_new_tokens": "generation token limit",
+    "n_degenerate": "documents whose output is degenerate (the paper's rule)",
+    "degeneration_rate": "n_degenerate / n_docs", "deg_ci95_lo": "Wilson 95% lower bound",
+    "deg_ci95_hi": "Wilson 95% upper bound", "cer": "mean character error rate (exceeds 1 on loops)",
+    "ned": "mean normalised edit distance", "score": "mean (Levenshtein ratio + BLEU-4) / 2",
+    "json_valid_rate": "share of outputs that parse as the JSON answer",
+    "hit_limit_rate": "share of outputs that ran to the token limit",
+    "new_tokens": "tokens generated in all", "new_tokens_degenerate": "tokens generated on degenerate outputs",
+    "generate_seconds": "generation wall clock (each row: its equal share of its batch)",
+    "generate_seconds_degenerate": "generation seconds of degenerate outputs (same attribution)",
+    "dpo_skipped": "DPO had no pairs; the SFT model was evaluated (dpo.on_no_pairs=sft)",
+    "run_id": "degenbench run id", "wandb_run_id": "W&B run id (None when logging was disabled)",
+    "source": "local or wandb", "run_dir": "local run folder (None from W&B)",
+}
+
+
+def _get(d: Mapping, dotted: str, default=None):
+    for part in dotted.split("."):
+        if not isinstance(d, Mapping) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None = None,
+        wandb_run_id: str | None = None) -> dict:
+    """One run's schema row from its resolved config and its evaluation summary."""
+    s = summary
+    lo, hi = s.get("degeneration_ci95") or (s.get("degeneration_ci95_low"), s.get("degeneration_ci95_high"))
+    stage = s.get("stage", _get(config, "stage"))
+    return {
+        "family": s.get("family", _get(config, "family.name")), "size": s.get("size", _get(config, "family.size")),
+        "stage": stage, "beta": s.get("beta") if stage == "dpo" else None,
+        "seed": s.get("seed", _get(config, "seed")), "n_docs": s["n_docs"],
+        "max_new_tokens": _get(config, "generation.max_new_tokens"),
+        "n_degenerate": s["n_degenerate"], "degeneration_rate": s["degeneration_rate"],
+        "deg_ci95_lo": lo, "deg_ci95_hi": hi, "cer": s["cer"], "ned": s["ned"], "score": s["score"],
+        "json_valid_rate": s["json_valid_rate"], "hit_limit_rate": s.get("hit_limit_rate"),
+        "new_tokens": s.get("new_tokens"), "new_tokens_degenerate": s.get("new_tokens_degenerate"),
+        "generate_seconds": s.get("generate_seconds"),
+        "generate_seconds_degenerate": s.get("generate_seconds_degenerate"),
+        "dpo_skipped": bool(s.get("dpo_skipped")), "run_id": s["run_id"],
+        "wandb_run_id": wandb_run_id or s.get("wandb_run_id"), "source": source, "run_dir": run_dir,
+    }
+
+
+def frame(rows: list[dict], where: str) -> pd.DataFrame:
+    """Rows as the schema's DataFrame, ordered family, stage (vanilla, sft, dpo), beta."""
+    if not rows:
+        raise FileNotFoundError(f"no finished evaluation runs in {where}: run `degenbench experiment=toy` "
+                                "first, or point the loader at another store")
+    df = pd.DataFrame(rows, columns=list(COLUMNS))
+    text = {"family", "size", "stage", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
+    counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "new_tokens", "new_tokens_degenerate"}
+    df = df.astype({c: "Int64" if c in counts else float  # a missing value is NA, never None
+                    for c in COLUMNS if c not in text})
+    order = df.stage.map({s: i for i, s in enumerate(STAGES)})
+    return df.assign(_o=order).sort_values(["family", "_o", "beta"], na_position="first") \
+        .drop(columns="_o").reset_index(drop=True)
+
+
+def run_dirs(runs_dir: str | Path) -> list[Path]:
+    """Finished run folders (a completion marker and metrics.json); unfinished ones are counted."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise FileNotFoundError(f"{runs_dir} is not a folder of runs: run `degenbench experiment=toy` first")
+    dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir())
+    done = [d for d in dirs if (d / COMPLETE).is_file() and (d / "metrics.json").is_file()]
+    if len(done) < len(dirs):
+        log.warning("%d of %d run folders in %s are unfinished and left out: %s", len(dirs) - len(done),
+                    len(dirs), runs_dir, ", ".join(d.name for d in dirs if d not in done))
+    return done
+
+
+def load_runs(runs_dir: str | Path = "results/runs") -> pd.DataFrame:
+    """The local store: one row per finished run folder."""
+    rows = []
+    for d in run_dirs(runs_dir):
+        config = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
+        rows.append(row(config, json.loads((d / "metrics.json").read_text()), source="local", run_dir=str(d)))
+    return frame(rows, str(runs_dir))
+
+
+def load_wandb(path: str, filters: dict | None = None, api=None) -> pd.DataFrame:
+    """An online W&B project ("entity/project"): its evaluation runs (job type vanilla, sft or dpo)
+    matching `filters` (W&B's MongoDB-style run filters, e.g. {"tags": "toy"} or
+    {"group": "gemma-3-4b"}). Needs `wandb login` (or WANDB_API_KEY) and network."""
+    import wandb
+
+    api = api or wandb.Api()
+    query = {"$and": [{"jobType": {"$in": EVAL_JOB_TYPES}}, *([filters] if filters else [])]}
+    rows = [row(dict(r.config), dict(r.summary), source="wandb", wandb_run_id=r.id)
+            for r in api.runs(path, filters=query)]
+    return frame(rows, f"W&B project {path} (filters {filters})")
+
+
+# Offline runs: W&B writes each as a transaction log (`run-<id>.wandb`): LevelDB's log format
+# (32 KiB blocks of records, each with a 7-byte header: crc32c, length, type), after a 7-byte file
+# header, holding the protobuf records that `wandb sync` uploads. wandb 0.31 has no Python reader.
+_BLOCK, _HEADER, _FULL, _LAST = 32768, 7, 1, 4
+
+
+def _records(path: Path) -> Iterable:
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B transaction log (no ':W&B' header)")
+    pos, chunk = _HEADER, b""
+    while pos + _HEADER <= len(data):
+        if _BLOCK - pos % _BLOCK < _HEADER:  # a block's tail too short for a header is padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
+        if n == 0 and kind == 0:
+            break
+        chunk += data[pos + _HEADER:pos + _HEADER + n]
+        pos += _HEADER + n
+        if kind in (_FULL, _LAST):
+            rec = pb.Record()
+            rec.ParseFromString(chunk)
+            yield rec
+            chunk = b""
+
+
+def read_offline_run(path: str | Path) -> tuple[str, str, dict, dict]:
+    """(run id, job type, config, summary) of one offline run's `.wandb` file, as the W&B API
+    would return them after `wandb sync`: config values unwrapped, summary updates applied."""
+    config, summary, run_id, job_type = {}, {}, None, None
+    for rec in _records(Path(path)):
+        kind = rec.WhichOneof("record_type")
+        if kind == "run":
+            run_id, job_type = rec.run.run_id, rec.run.job_type
+            items = rec.run.config.update
+        elif kind == "config":
+            items = rec.config.update
+        elif kind == "summary":
+            for u in rec.summary.update:
+                if u.key:  # nested keys (_wandb.*, media pointers) are W&B's own bookkeeping
+                    summary[u.key] = json.loads(u.value_json)
+            continue
+        else:
+            continue
+        for u in items:
+            if u.key and u.key != "_wandb":
+                config[u.key] = json.loads(u.value_json)
+    return run_id, job_type, config, summary
+
+
+def load_wandb_offline(root: str | Path) -> pd.DataFrame:
+    """Offline W&B evaluation runs found under `root` (e.g. results/runs), in the schema."""
+    rows = []
+    for f in sorted(Path(root).glob("**/offline-run-*/run-*.wandb")):
+        run_id, job_type, config, summary = read_offline_run(f)
+        if job_type in EVAL_JOB_TYPES and "n_docs" in summary:
+            rows.append(row(config, summary, source="wandb", wandb_run_id=run_id))
+    return frame(rows, f"offline W&B runs under {root}")
+
+
+def load_predictions(runs: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The per-document rows of the local runs in `runs` (one row per run and document); the
+    generated token ids are left out unless asked for."""
+    frames = []
+    for d in runs.run_dir.dropna():
+        df = pd.read_parquet(Path(d) / "predictions.parquet", columns=columns)
+        frames.append(df.drop(columns=["token_ids"], errors="ignore") if columns is None else df)
+    if not frames:
+        raise FileNotFoundError("no local run folders in this runs table (W&B rows carry no per-document "
+                                "predictions here): load them with load_runs(<runs dir>)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_training(runs: pd.DataFrame) -> pd.DataFrame:
+    """Training curves behind each local run (its training.json log history), one row per logged
+    step: run_id, family, stage, beta, trained ("sft" or "dpo"), step and the logged values."""
+    rows = []
+    for r in runs.itertuples():
+        f = Path(r.run_dir) / "training.json" if r.run_dir else None
+        if f is None or not f.is_file():
+            continue
+        rec = json.loads(f.read_text())
+        for h in rec.get("log_history", []):
+            if "loss" in h:  # a logged training step (the last entry is the run's total)
+                rows.append({"run_id": r.run_id, "family": r.family, "stage": r.stage, "beta": r.beta,
+                             "trained": rec.get("kind"), **h})
+    return pd.DataFrame(rows)
