@@ -58,8 +58,10 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
                     rows.append({
                         "doc_id": doc.id, "truth": doc.text, "prediction": out.text,
                         "new_tokens": out.new_tokens, "hit_limit": out.hit_limit,
+                        "loop_stopped": out.loop_stopped,
                         "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
-                        **score_output(doc, out.text, out.hit_limit, out.token_ids, cfg.metrics)})
+                        **score_output(doc, out.text, out.hit_limit, out.token_ids, cfg.metrics,
+                                      out.loop_stopped)})
             bar.update(len(docs[start:start + bs]))
     return pd.DataFrame(rows), skipped
 

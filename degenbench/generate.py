@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from degenbench.metrics.degeneration import is_degenerate
 
 
 @dataclass
@@ -16,6 +19,34 @@ class Output:
     new_tokens: int
     hit_limit: bool  # ran out of max_new_tokens without an end-of-turn token
     seconds: float  # this row's equal share of its batch's wall clock
+    loop_stopped: bool = False  # cut by LoopStop: it met the degeneration rule before the limit
+
+
+class LoopStop(StoppingCriteria):
+    """Per-row loop-aware stopping: a row whose text so far meets the degeneration rule's tail
+    test (its last `tail_chars` characters occur `min_repeats` times) is finished at once, so a
+    loop no longer holds its whole batch to the token limit. Rows that ended on their own are
+    left alone. `stopped_at[i]` is the number of generated tokens row i had when it was cut."""
+
+    def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
+                 min_repeats: int = 4, every: int = 1):
+        self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
+        self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
+        self.stopped_at: dict[int, int] = {}
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        gen = input_ids[:, self.prompt_len:]
+        n = gen.shape[1]
+        if n % self.every == 0:
+            ended = torch.isin(gen, self.eos.to(gen.device)).any(dim=1).tolist()
+            live = [i for i in range(len(gen)) if i not in self.stopped_at and not ended[i]]
+            texts = self.tok.batch_decode(gen[live], skip_special_tokens=True) if live else []
+            for i, text in zip(live, texts):
+                if is_degenerate(text, True, self.tail_chars, self.min_repeats):
+                    self.stopped_at[i] = n
+        done = torch.zeros(len(gen), dtype=torch.bool, device=input_ids.device)
+        done[list(self.stopped_at)] = True
+        return done
 
 
 def messages(family: DictConfig, image: Image.Image, answer: str | None = None) -> list[dict]:
@@ -50,22 +81,29 @@ def _eos_ids(model) -> set[int]:
 @torch.inference_mode()
 def generate(model, processor, family: DictConfig, images: list[Image.Image], gen: DictConfig,
              num_return_sequences: int = 1) -> list[Output]:
-    """Generate for a batch of pages; row i * num_return_sequences + j is page i's j-th sample."""
+    """Generate for a batch of pages; row i * num_return_sequences + j is page i's j-th sample.
+    `model` is an HF model, or a vLLM engine with generation.backend=vllm."""
+    if gen.get("backend", "hf") == "vllm":
+        from degenbench.backends import vllm
+
+        return vllm.generate(model, processor, family, images, gen, num_return_sequences)
     inputs = encode(processor, family, images).to(model.device)
     sampling = {"temperature": gen.temperature, "top_p": gen.top_p} if gen.do_sample else {}
+    eos, prompt_len = _eos_ids(model), inputs["input_ids"].shape[1]
+    stop = LoopStop(processor.tokenizer, prompt_len, eos, **gen.loop_rule) if gen.get("loop_stop") else None
     start = time.perf_counter()
     out = model.generate(**inputs, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
                          num_return_sequences=num_return_sequences,
-                         pad_token_id=processor.tokenizer.pad_token_id, **sampling)
+                         pad_token_id=processor.tokenizer.pad_token_id,
+                         stopping_criteria=StoppingCriteriaList([stop] if stop else []), **sampling)
     seconds = time.perf_counter() - start
-    new = out[:, inputs["input_ids"].shape[1]:].tolist()
-    eos = _eos_ids(model)
     results = []
-    for ids in new:
-        stop = next((i for i, t in enumerate(ids) if t in eos), None)
-        ids = ids if stop is None else ids[:stop + 1]
+    for row, ids in enumerate(out[:, prompt_len:].tolist()):
+        cut = stop.stopped_at.get(row) if stop else None
+        end = next((i for i, t in enumerate(ids) if t in eos), None)
+        ids = ids[:cut] if cut is not None else ids if end is None else ids[:end + 1]
         results.append(Output(
-            text=processor.tokenizer.decode(ids, skip_special_tokens=True),
-            token_ids=ids, new_tokens=len(ids), hit_limit=stop is None and len(ids) >= gen.max_new_tokens,
-            seconds=seconds / len(new)))
+            text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids,
+            new_tokens=len(ids), hit_limit=cut is None and end is None and len(ids) >= gen.max_new_tokens,
+            seconds=seconds / len(out), loop_stopped=cut is not None))
     return results

@@ -23,7 +23,6 @@ import pandas as pd
 
 from degenbench import io
 from degenbench.analysis import figures, runs as runs_mod, tables
-from degenbench.analysis.tables import relative_reduction, reductions  # noqa: F401  (public API)
 
 log = logging.getLogger(__name__)
 RECORD_FILES = ("metrics.json", "config.yaml", "heldout_ids.json", "training.json")
@@ -83,7 +82,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, artifacts: str | P
     named = {"runs": runs, "stages": tables.stage_table(runs), "beta_sweep": tables.beta_sweep(runs),
              "comparisons": comp, "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
     if artifacts and Path(artifacts).is_dir():
-        named["pairs"] = tables.pair_stats(artifacts)
+        named["pairs"] = tables.pair_stats(artifacts, runs)
     figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
             "cost": figures.cost(named["cost"], named["stages"])}
     if local:

@@ -175,7 +175,7 @@ def test_report_pairs_each_dpo_run_with_its_sft_run_by_document(beta_sweep):
     assert list(vs.beta) == [0.1, 0.5] and vs.mcnemar_p.between(0, 1).all()
     n = table.n_degenerate.tolist()
     assert (vs.loops_fixed - vs.loops_new).tolist() == [n[0] - n[1], n[0] - n[2]]
-    pairs = pair_stats(root / "artifacts")
+    pairs = pair_stats(root / "artifacts", table)
     assert pairs.family.tolist() == ["qwen2.5-vl-3b"] and pairs.pairs.iloc[0] >= 0
 
 

@@ -36,6 +36,7 @@ COLUMNS = {
     "ned": "mean normalised edit distance", "score": "mean (Levenshtein ratio + BLEU-4) / 2",
     "json_valid_rate": "share of outputs that parse as the JSON answer",
     "hit_limit_rate": "share of outputs that ran to the token limit",
+    "n_loop_stopped": "outputs cut by loop-aware stopping (generation.loop_stop; counted degenerate)",
     "new_tokens": "tokens generated in all", "new_tokens_degenerate": "tokens generated on degenerate outputs",
     "generate_seconds": "generation wall clock (each row: its equal share of its batch)",
     "generate_seconds_degenerate": "generation seconds of degenerate outputs (same attribution)",
@@ -67,6 +68,7 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
         "n_degenerate": s["n_degenerate"], "degeneration_rate": s["degeneration_rate"],
         "deg_ci95_lo": lo, "deg_ci95_hi": hi, "cer": s["cer"], "ned": s["ned"], "score": s["score"],
         "json_valid_rate": s["json_valid_rate"], "hit_limit_rate": s.get("hit_limit_rate"),
+        "n_loop_stopped": s.get("n_loop_stopped", 0),
         "new_tokens": s.get("new_tokens"), "new_tokens_degenerate": s.get("new_tokens_degenerate"),
         "generate_seconds": s.get("generate_seconds"),
         "generate_seconds_degenerate": s.get("generate_seconds_degenerate"),
@@ -82,7 +84,8 @@ def frame(rows: list[dict], where: str) -> pd.DataFrame:
                                 "first, or point the loader at another store")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     text = {"family", "size", "stage", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
-    counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "new_tokens", "new_tokens_degenerate"}
+    counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "n_loop_stopped", "new_tokens",
+              "new_tokens_degenerate"}
     df = df.astype({c: "Int64" if c in counts else float  # a missing value is NA, never None
                     for c in COLUMNS if c not in text})
     order = df.stage.map({s: i for i, s in enumerate(STAGES)})

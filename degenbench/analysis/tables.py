@@ -128,14 +128,24 @@ def reductions(comp: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([out, pd.DataFrame([mean])], ignore_index=True)
 
 
-def pair_stats(artifacts_dir: str | Path) -> pd.DataFrame:
-    """Per finished pair set: documents, candidates, degenerate and good ones, pairs built."""
-    rows = []
-    for f in sorted(Path(artifacts_dir).glob("pairs/*/stats.json")):
-        if (f.parent / COMPLETE).exists():
-            s = json.loads(f.read_text())
-            rows.append({k: s.get(k) for k in ("family", "documents", "candidates", "degenerate_candidates",
-                                                "good_candidates", "docs_with_degenerate", "pairs")})
+def pair_stats(artifacts_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """The pair sets behind the DPO runs in `runs` (found by the key each run's config gives them):
+    documents, candidates, degenerate (of which cut by loop-aware stopping) and good ones, pairs."""
+    from omegaconf import OmegaConf
+
+    from degenbench.stages.graph import Keys
+
+    rows, seen = [], set()
+    for r in runs[(runs.stage == "dpo") & runs.run_dir.notna()].itertuples():
+        cfg = OmegaConf.load(Path(r.run_dir) / "config.yaml")
+        d = Path(artifacts_dir) / "pairs" / f"{r.family}-{Keys(cfg).pairs}"
+        if d in seen or not (d / COMPLETE).exists():
+            continue
+        seen.add(d)
+        s = json.loads((d / "stats.json").read_text())
+        rows.append({k: s.get(k) for k in ("family", "documents", "candidates", "degenerate_candidates",
+                                            "loop_stopped_candidates", "good_candidates",
+                                            "docs_with_degenerate", "pairs")})
     return pd.DataFrame(rows)
 
 

@@ -17,12 +17,13 @@ __all__ = ["cer", "compression_ratio", "is_degenerate", "loop_period_onset", "ne
 
 
 def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequence[int],
-                 cfg: DictConfig) -> dict:
-    """Every per-document metric of one model output against the document's truth."""
+                 cfg: DictConfig, loop_stopped: bool = False) -> dict:
+    """Every per-document metric of one model output against the document's truth. An output cut
+    by loop-aware stopping met the rule's tail test on its way to the limit: degenerate."""
     fields, pred_plain = parse_prediction(output)
     period, onset = loop_period_onset(output, cfg.max_period)
     return {
-        "degenerate": is_degenerate(output, hit_limit, cfg.tail_chars, cfg.min_repeats),
+        "degenerate": is_degenerate(output, hit_limit or loop_stopped, cfg.tail_chars, cfg.min_repeats),
         "loop_period": period, "loop_onset": onset,
         "seq_rep_n": seq_rep_n(list(token_ids), cfg.seq_rep_n),
         "compression_ratio": compression_ratio(output),
@@ -52,6 +53,7 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         "n_degenerate": sum(bool(r["degenerate"]) for r in rows),
         "degeneration_rate": deg, "degeneration_ci95": deg_ci,
         "hit_limit_rate": rate("hit_limit")[0],
+        "n_loop_stopped": sum(bool(r.get("loop_stopped")) for r in rows),
         "cer": mean("cer"), "ned": mean("ned"), "score": mean("score"),
         "json_valid_rate": valid, "json_valid_ci95": valid_ci,
         **{k: mean(k) for k in ("cer_header", "cer_margin", "cer_footer", "cer_text")},

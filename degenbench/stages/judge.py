@@ -55,8 +55,9 @@ def judge_candidates(cfg: DictConfig, docs: dict[str, Document], cands: pd.DataF
     judge = JUDGES[cfg.judge.kind](cfg.judge)
     m, j = cfg.metrics, cfg.judge
     out = cands.copy()
-    out["degenerate"] = [is_degenerate(t, h, m.tail_chars, m.min_repeats)
-                         for t, h in zip(out["text"], out["hit_limit"])]
+    cut = out["loop_stopped"] if "loop_stopped" in out else [False] * len(out)  # older candidate sets
+    out["degenerate"] = [is_degenerate(t, h or c, m.tail_chars, m.min_repeats)
+                         for t, h, c in zip(out["text"], out["hit_limit"], cut)]
     out["json_valid"] = [parse_prediction(t)[0] is not None for t in out["text"]]
     out["quality"] = [judge.quality(docs[d], t) for d, t in zip(out["doc_id"], out["text"])]
     out["good"] = (~out["degenerate"] & (out["json_valid"] | (not j.require_json))

@@ -63,6 +63,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
     stats = {
         "documents": int(judged["doc_id"].nunique()), "candidates": len(judged),
         "degenerate_candidates": int(judged["degenerate"].sum()),
+        "loop_stopped_candidates": int(judged["loop_stopped"].sum()) if "loop_stopped" in judged else 0,
         "degenerate_share": float(judged["degenerate"].mean()) if len(judged) else 0.0,
         "good_candidates": int(judged["good"].sum()),
         "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),

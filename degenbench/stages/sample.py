@@ -31,6 +31,7 @@ def sample_candidates(cfg: DictConfig, model, processor, docs: list[Document], o
                     o = outs[i * s.n + j]
                     rows.append({"doc_id": doc.id, "candidate": j, "text": o.text,
                                  "new_tokens": o.new_tokens, "hit_limit": o.hit_limit,
+                                 "loop_stopped": o.loop_stopped,
                                  "token_ids": o.token_ids})
             bar.update(len(batch))
     pd.DataFrame(rows).to_parquet(out / CANDIDATES, index=False)
