@@ -5,7 +5,7 @@ import logging
 
 import torch
 from hydra.utils import get_class
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from degenbench.config import CONF_DIR
 
@@ -22,13 +22,45 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def shape_config(family: DictConfig):
+    """The transformers config of the family's real architecture (family.sizes.shape.config)."""
+    from transformers import AutoConfig
+
+    spec = OmegaConf.to_container(family.sizes.shape.config, resolve=True)
+    return AutoConfig.for_model(spec.pop("model_type"), **spec)
+
+
+def shape_model(family: DictConfig, dtype=None):
+    """The real architecture with random weights: for speed and memory measurement only (under
+    `with torch.device("meta")` it costs nothing, e.g. to count parameters)."""
+    return get_class(family.model_class)._from_config(shape_config(family), dtype=dtype)
+
+
+def load_processor(family: DictConfig, source: str | None = None):
+    """The family's processor, with its image bounds; left padding for batched generation."""
+    if source is None:
+        source = str(family.pretrained)
+        if family.size in ("tiny", "shape"):
+            from degenbench import standins
+
+            source = str(standins.ensure(family))
+    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
+        if family.arch == "qwen2_5_vl" else {}
+    if family.size == "shape":  # the stand-in's tokenizer, the real image input
+        kwargs |= OmegaConf.to_container(family.sizes.shape.get("processor_kwargs") or {})
+    processor = get_class(family.processor_class).from_pretrained(
+        source, trust_remote_code=family.trust_remote_code, **kwargs)
+    processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
+    return processor
+
+
 def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     """(model, processor) for a family: `from_pretrained(family.pretrained)` whether that is a
     hub id (size=real) or a stand-in directory (size=tiny: the shipped base, or one built into
     the cache first when the config's stand-in recipe differs from it).
     `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
     source = str(family.pretrained)
-    if family.size == "tiny":
+    if family.size in ("tiny", "shape"):  # shape: the stand-in's processor encodes the pages
         from degenbench import standins
 
         source = str(standins.ensure(family))
@@ -39,18 +71,21 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
         log.warning("%s on CPU: loading in float32 instead of %s", family.name, family.dtype)
         dtype = torch.float32
-    model_cls, proc_cls = get_class(family.model_class), get_class(family.processor_class)
+    model_cls = get_class(family.model_class)
     try:
-        model = model_cls.from_pretrained(weights or source, dtype=dtype, use_safetensors=True,
-                                          trust_remote_code=family.trust_remote_code).to(dev).eval()
+        if family.size == "shape" and weights is None:
+            log.warning("%s: real dimensions, RANDOM weights (family.size=shape): for speed and memory "
+                        "only, never quality", family.name)
+            with dev:
+                model = shape_model(family, dtype).eval()
+        else:
+            model = model_cls.from_pretrained(weights or source, dtype=dtype, use_safetensors=True,
+                                              trust_remote_code=family.trust_remote_code).to(dev).eval()
     except OSError as e:
         raise OSError(f"cannot load {family.name} from {source!r}: {e}\nWithout the hub, point "
                       f"family.sizes.real.pretrained at a local snapshot, or use family.size=tiny "
                       "for the offline stand-in.") from e
-    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
-        if family.arch == "qwen2_5_vl" else {}
-    processor = proc_cls.from_pretrained(source, trust_remote_code=family.trust_remote_code, **kwargs)
-    processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
+    processor = load_processor(family, source)
     log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, weights or source, dev, dtype,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor

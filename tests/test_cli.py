@@ -50,7 +50,7 @@ def test_unknown_family_lists_the_known_ones():
 
 def test_unknown_size_and_stage_are_clear_errors():
     out = degenbench("family.size=huge", "logger=disabled")
-    assert out.returncode != 0 and "family.size='huge' is unknown; use one of real, tiny" in out.stderr
+    assert out.returncode != 0 and "family.size='huge' is unknown; use one of real, shape, tiny" in out.stderr
     out = degenbench("stage=rlhf", "logger=disabled")
     assert out.returncode != 0 and "stage='rlhf' is unknown" in out.stderr
 

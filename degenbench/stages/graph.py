@@ -64,6 +64,9 @@ def run_job(cfg: DictConfig) -> Path:
     """Run one job; returns its evaluation run folder."""
     if cfg.stage not in STAGES:
         raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    if cfg.family.size == "shape":
+        raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
+                         "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
     keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
     finished = evaluate.run_dir_for(cfg, keys.eval)
     if is_complete(finished):  # nothing to do: not even the documents are loaded
