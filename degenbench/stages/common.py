@@ -44,6 +44,8 @@ def lora_config(cfg: DictConfig):
 def load_trained(cfg: DictConfig, model_dir: Path | None, trainable: bool = False):
     """(model, processor) of a stage: the base (None), base + LoRA adapter, or a full model dir.
     For evaluation (not trainable) an adapter is merged into the base for plain-model speed."""
+    if not trainable and cfg.generation.get("backend", "hf") == "vllm":
+        return _vllm(cfg, model_dir)
     if model_dir is None:
         return families.load(cfg.family, cfg.device)
     model_dir = Path(model_dir)
@@ -54,6 +56,23 @@ def load_trained(cfg: DictConfig, model_dir: Path | None, trainable: bool = Fals
         model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
         return (model if trainable else model.merge_and_unload()), processor
     return families.load(cfg.family, cfg.device, weights=str(model_dir))
+
+
+def _vllm(cfg: DictConfig, model_dir: Path | None):
+    """A vLLM engine on the stage's full weights (a LoRA stage: its merged copy, made once)."""
+    from omegaconf import OmegaConf
+
+    from degenbench.backends import vllm
+    from degenbench.stages.store import build_once
+
+    if model_dir is not None and (Path(model_dir) / "adapter_config.json").is_file():
+        def merge(tmp: Path):
+            model, processor = load_trained(OmegaConf.merge(cfg, {"generation": {"backend": "hf"}}), model_dir)
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+        model_dir = build_once(Path(model_dir).parent, "vllm", "merged", "model", merge)
+    return vllm.load(cfg.family, model_dir), families.load_processor(cfg.family)
 
 
 @contextmanager

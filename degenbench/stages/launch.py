@@ -42,11 +42,10 @@ def train(cfg: DictConfig, stage: str, out: Path, sft_dir: Path | None = None,
     OmegaConf.save(cfg, job, resolve=True)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n),
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    if cfg.accelerate.config_file:
+    if cfg.accelerate.config_file:  # its distributed_type (MULTI_GPU, FSDP) decides
         cmd += ["--config_file", str(cfg.accelerate.config_file)]
-    # torchrun-style DDP; on a CPU-only machine the trainers' use_cpu gives gloo (accelerate's own
-    # --cpu launcher would need mpirun)
-    cmd += ["--multi_gpu"]
+    else:  # torchrun-style DDP; on a CPU-only machine the trainers' use_cpu gives gloo (accelerate's
+        cmd += ["--multi_gpu"]  # own --cpu launcher would need mpirun)
     cmd += ["-m", "degenbench.stages.launch", str(job), stage, str(out), str(sft_dir or ""),
             str(pairs_dir or "")]
     log.info("launching %s on %d processes: %s", stage, n, " ".join(cmd))
