@@ -1,0 +1,117 @@
+"""Speed and scale: loop-aware stopping on a real tiny model, real-size architectures (no weights),
+the vLLM backend's interface, and sweeps through the submitit launcher."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from omegaconf import OmegaConf
+
+from degenbench import families
+from degenbench.config import CONF_DIR, ROOT, compose
+from degenbench.documents import synthetic
+from degenbench.generate import LoopStop, generate
+from degenbench.metrics import score_output
+from degenbench.metrics.degeneration import is_degenerate
+from degenbench.stages.graph import run_job
+
+
+@pytest.fixture(scope="module")
+def base():
+    cfg = compose(["family=qwen2.5-vl-3b", "device=cpu"])
+    model, processor = families.load(cfg.family, "cpu")
+    return cfg, model, processor
+
+
+def test_loop_stop_cuts_a_row_when_it_meets_the_rule_and_leaves_others(base):
+    cfg, _, processor = base
+    tok = processor.tokenizer
+    loop = tok('{"text": "Soma ' + "." * 120, add_special_tokens=False).input_ids
+    truths = " ".join(d.text for d in synthetic.generate(8, seed=1, cols=16, margin_cols=5))
+    plain = tok(truths, add_special_tokens=False).input_ids  # eight pages: no 15 characters 4 times
+    n = min(len(loop), len(plain))
+    assert n == len(loop)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    ended = loop[:3] + [eos] + loop[4:]  # ended on its own: never cut, whatever follows
+    prompt = [7, 8, 9]
+    stop = LoopStop(tok, len(prompt), {eos}, tail_chars=15, min_repeats=4)
+    expect = False
+    for k in range(1, n + 1):
+        ids = torch.tensor([prompt + loop[:k], prompt + plain[:k], prompt + ended[:k]])
+        expect = expect or is_degenerate(tok.decode(loop[:k]), True)  # once cut, a row stays cut
+        assert stop(ids, None).tolist() == [expect, False, False]
+    assert expect
+    cut = stop.stopped_at[0]
+    assert is_degenerate(tok.decode(loop[:cut]), True) and not is_degenerate(tok.decode(loop[:cut - 1]), True)
+
+
+def test_generate_with_loop_stop_cuts_looping_rows_to_a_prefix_of_the_full_output(base):
+    """A rule loose enough (2 characters twice) that the tiny base meets it on ordinary pages:
+    cut rows are prefixes of the full-length greedy output, every other row is unchanged."""
+    cfg, model, processor = base
+    pages = [d.load_image() for d in synthetic.generate(6, seed=5, cols=16, margin_cols=5, body_lines=2)]
+    gen = OmegaConf.merge(cfg.generation, {"max_new_tokens": 40, "loop_rule": {"tail_chars": 2, "min_repeats": 2}})
+    full = generate(model, processor, cfg.family, pages, gen)
+    cut = generate(model, processor, cfg.family, pages, OmegaConf.merge(gen, {"loop_stop": True}))
+    assert any(o.loop_stopped for o in cut)
+    for f, c in zip(full, cut):
+        if c.loop_stopped:
+            assert f.token_ids[:len(c.token_ids)] == c.token_ids and c.new_tokens < f.new_tokens
+            assert is_degenerate(c.text, True, 2, 2) and not c.hit_limit
+        else:
+            assert c.token_ids == f.token_ids
+    doc = synthetic.generate(1, seed=5, cols=16, margin_cols=5, body_lines=2)[0]
+    m = OmegaConf.merge(cfg.metrics, {"tail_chars": 2, "min_repeats": 2})
+    stopped = next(o for o in cut if o.loop_stopped)
+    assert score_output(doc, stopped.text, False, stopped.token_ids, m, loop_stopped=True)["degenerate"]
+
+
+@pytest.mark.parametrize("family, params", [("qwen2.5-vl-3b", 3.75e9), ("qwen2.5-vl-7b", 8.29e9),
+                                            ("nanonets-ocr2-3b", 3.75e9), ("olmocr-2-7b", 8.29e9),
+                                            ("gemma-3-4b", 4.30e9)])
+def test_real_size_architectures_have_the_published_parameter_counts(family, params):
+    cfg = compose([f"family={family}", "family.size=shape"])
+    with torch.device("meta"):  # no memory, no weights: the architecture alone
+        model = families.shape_model(cfg.family)
+    assert type(model).__name__ == cfg.family.model_class.rsplit(".", 1)[1]
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(params, rel=0.01)
+
+
+def test_random_weight_models_never_run_a_reported_job():
+    with pytest.raises(ValueError, match="random weights"):
+        run_job(compose(["family.size=shape", "logger=disabled"]))
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    for name, kind in (("ddp", "MULTI_GPU"), ("fsdp", "FSDP")):
+        cfg = load_config_from_file(str(ROOT / "experiments/accelerate" / f"{name}.yaml"))
+        value = lambda v: str(getattr(v, "value", v))  # noqa: E731  (an enum in some versions)
+        assert value(cfg.distributed_type) == kind and value(cfg.mixed_precision) == "bf16"
+        assert cfg.num_machines == 1 and (kind != "FSDP" or cfg.fsdp_config["fsdp_version"] == 2)
+
+
+def test_vllm_backend_maps_generation_config():
+    pytest.importorskip("vllm", reason="vLLM is an optional extra (CUDA machines)")
+    from degenbench.backends import vllm
+
+    gen = compose(["generation.loop_stop=true"]).generation
+    sp = vllm.sampling_params(gen, n=2)
+    assert sp.n == 2 and sp.max_tokens == gen.max_new_tokens and sp.temperature == 0.0
+    assert sp.repetition_detection.min_count == gen.loop_rule.min_repeats
+
+
+def test_two_job_sweep_through_submitit_local(tmp_path):
+    cmd = [sys.executable, "-m", "degenbench", "-m", "hydra/launcher=local", f"paths.results_dir={tmp_path}",
+           "logger=disabled", "device=cpu", "data.n_docs=4", "data.heldout=2", "data.max_new_tokens=8",
+           "family=qwen2.5-vl-3b,gemma-3-4b"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted(p.name.split("-tiny-")[0] for p in (tmp_path / "runs").iterdir() if (p / "_COMPLETE.json").is_file())
+    assert runs == ["gemma-3-4b", "qwen2.5-vl-3b"]
+    assert list(tmp_path.glob("hydra/multirun_*/.submitit/*/*_result.pkl"))  # each ran as a submitit job
+    assert (CONF_DIR / "hydra/launcher/slurm.yaml").is_file()
+    slurm = yaml.safe_load((CONF_DIR / "hydra/launcher/slurm.yaml").read_text())
+    assert slurm["defaults"][0] == "submitit_slurm"
