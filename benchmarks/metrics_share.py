@@ -6,7 +6,7 @@ pages with the toy sweep's SFT model of a family, timed in its two parts: genera
 """
 import argparse
 from common import contiguous, emit, generate_batches, threads, timer, toy_sft
-from degenbench.metrics import score_output
+from degenbench.metrics import score_output, settings
 from degenbench.metrics.degeneration import is_degenerate, loop_period_onset
 
 p = argparse.ArgumentParser()
@@ -16,7 +16,7 @@ p.add_argument("--out", default=None)
 args = p.parse_args()
 n_threads = threads(args.threads)
 cfg, model, processor, held = toy_sft(args.family)
-bs, m, t = cfg.generation.batch_size, cfg.metrics, {}
+bs, m, t = cfg.generation.batch_size, settings(cfg.metrics), {}  # as evaluate.py reads them
 images = [d.load_image() for d in held]
 with timer(t, "generate"):
     outs = generate_batches(cfg, model, processor, images, contiguous(len(images), bs), cfg.generation)

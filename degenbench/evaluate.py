@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from degenbench import io, tracking
 from degenbench.documents import BadDocument, Document
 from degenbench.generate import generate
-from degenbench.metrics import score_output, summarize
+from degenbench.metrics import score_output, settings, summarize
 from degenbench.stages import store
 from degenbench.stages.common import load_trained
 
@@ -48,7 +48,7 @@ def _load_images(docs: list[Document], max_pixels: int | None, skipped: list[dic
 def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[pd.DataFrame, list[dict]]:
     """Per-document records for `docs` (greedy by default) and the skipped documents."""
     rows, skipped = [], []
-    bs = cfg.generation.batch_size
+    bs, metrics = cfg.generation.batch_size, settings(cfg.metrics)
     with tqdm(total=len(docs), desc=f"eval {cfg.family.name}/{cfg.stage}", unit="doc") as bar:
         for i, start in enumerate(range(0, len(docs), bs)):
             batch = _load_images(docs[start:start + bs], cfg.data.get("max_image_pixels"), skipped)
@@ -60,7 +60,7 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[p
                         "new_tokens": out.new_tokens, "hit_limit": out.hit_limit,
                         "loop_stopped": out.loop_stopped,
                         "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
-                        **score_output(doc, out.text, out.hit_limit, out.token_ids, cfg.metrics,
+                        **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics,
                                       out.loop_stopped)})
             bar.update(len(docs[start:start + bs]))
     return pd.DataFrame(rows), skipped

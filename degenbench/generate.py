@@ -33,13 +33,15 @@ class LoopStop(StoppingCriteria):
         self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
         self.stopped_at: dict[int, int] = {}
+        self.ended: list[bool] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         gen = input_ids[:, self.prompt_len:]
         n = gen.shape[1]
-        if n % self.every == 0:
-            ended = torch.isin(gen, self.eos.to(gen.device)).any(dim=1).tolist()
-            live = [i for i in range(len(gen)) if i not in self.stopped_at and not ended[i]]
+        last = torch.isin(gen[:, -1], self.eos.to(gen.device)).tolist()  # rows that just ended
+        self.ended = [a or b for a, b in zip(self.ended, last)] if n > 1 else last
+        if n % self.every == 0:  # +generation.loop_rule.every=4: a quarter of the decoding, a later cut
+            live = [i for i in range(len(gen)) if i not in self.stopped_at and not self.ended[i]]
             texts = self.tok.batch_decode(gen[live], skip_special_tokens=True) if live else []
             for i, text in zip(live, texts):
                 if is_degenerate(text, True, self.tail_chars, self.min_repeats):

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from types import SimpleNamespace
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from degenbench.documents.record import Document
 from degenbench.metrics.degeneration import (compression_ratio, is_degenerate, loop_period_onset,
@@ -13,7 +14,13 @@ from degenbench.metrics.stats import wilson
 from degenbench.metrics.text import cer, field_cers, ned, paper_score, parse_prediction
 
 __all__ = ["cer", "compression_ratio", "is_degenerate", "loop_period_onset", "ned", "paper_score",
-           "parse_prediction", "score_output", "seq_rep_n", "summarize", "wilson"]
+           "parse_prediction", "score_output", "seq_rep_n", "settings", "summarize", "wilson"]
+
+
+def settings(cfg: DictConfig) -> SimpleNamespace:
+    """The metrics config as plain attributes: read once per document, a DictConfig's attribute
+    access would cost more than some metrics."""
+    return SimpleNamespace(**OmegaConf.to_container(cfg, resolve=True))
 
 
 def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequence[int],

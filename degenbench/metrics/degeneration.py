@@ -20,17 +20,22 @@ def loop_period_onset(text: str, max_period: int = 200) -> tuple[int | None, int
     """The loop at the end of `text`: its period (characters) and onset (index where the periodic
     tail starts). The period is the one whose periodic tail is longest (smallest on ties); (None,
     None) when no tail repeats at least twice in full."""
-    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    n = len(codes)
-    best_len, best_p = 0, None
-    for p in range(1, min(max_period, n // 2) + 1):
-        same = codes[p:] == codes[:-p]  # same[i]: text[i + p] == text[i]
-        k = n - p if same.all() else int(np.argmin(same[::-1]))  # trailing run of matches
-        if k >= p and k > best_len:  # k >= p: at least two full copies of the pattern
-            best_len, best_p = k, p
-    if best_p is None:
+    rev = np.frombuffer(text[::-1].encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+    n, top = len(rev), min(max_period, len(rev) // 2)
+    if top < 1:
         return None, None
-    return best_p, n - best_len - best_p
+    # all periods at once: same[p - 1, i] is rev[i] == rev[i + p], i.e. the text read from its end
+    # matches itself p characters earlier; past the start a -1 sentinel never matches
+    padded = np.concatenate([rev, np.full(top, -1)])
+    periods = np.arange(1, top + 1)
+    same = padded[np.arange(n)[None, :]] == padded[np.arange(n)[None, :] + periods[:, None]]
+    run = np.argmin(same, axis=1)  # length of each period's trailing run of matches
+    run[same.all(axis=1)] = n - periods[same.all(axis=1)]
+    ok = run >= periods  # at least two full copies of the pattern
+    if not ok.any():
+        return None, None
+    best = int(np.argmax(np.where(ok, run, -1)))  # longest periodic tail; the smallest period on ties
+    return int(periods[best]), n - int(run[best]) - int(periods[best])
 
 
 def seq_rep_n(tokens: Sequence, n: int = 4) -> float:
