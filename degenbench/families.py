@@ -36,14 +36,19 @@ def shape_model(family: DictConfig, dtype=None):
     return get_class(family.model_class)._from_config(shape_config(family), dtype=dtype)
 
 
+def source_of(family: DictConfig) -> str:
+    """Where the family loads from: the hub id (real), or the stand-in directory (tiny; shape too,
+    for its processor), the shipped base or one built into the cache first."""
+    if family.size in ("tiny", "shape"):
+        from degenbench import standins
+
+        return str(standins.ensure(family))
+    return str(family.pretrained)
+
+
 def load_processor(family: DictConfig, source: str | None = None):
     """The family's processor, with its image bounds; left padding for batched generation."""
-    if source is None:
-        source = str(family.pretrained)
-        if family.size in ("tiny", "shape"):
-            from degenbench import standins
-
-            source = str(standins.ensure(family))
+    source = source or source_of(family)
     kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
         if family.arch == "qwen2_5_vl" else {}
     if family.size == "shape":  # the stand-in's tokenizer, the real image input
@@ -59,11 +64,7 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     hub id (size=real) or a stand-in directory (size=tiny: the shipped base, or one built into
     the cache first when the config's stand-in recipe differs from it).
     `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
-    source = str(family.pretrained)
-    if family.size in ("tiny", "shape"):  # shape: the stand-in's processor encodes the pages
-        from degenbench import standins
-
-        source = str(standins.ensure(family))
+    source = source_of(family)
     if family.trust_remote_code:
         log.warning("family %s opts in to trust_remote_code: code from %s will run", family.name, source)
     dev = pick_device(device)

@@ -38,7 +38,8 @@ class LoopStop(StoppingCriteria):
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
         gen = input_ids[:, self.prompt_len:]
         n = gen.shape[1]
-        last = torch.isin(gen[:, -1], self.eos.to(gen.device)).tolist()  # rows that just ended
+        self.eos = self.eos.to(gen.device)  # a no-op after the first step
+        last = torch.isin(gen[:, -1], self.eos).tolist()  # rows that just ended
         self.ended = [a or b for a, b in zip(self.ended, last)] if n > 1 else last
         if n % self.every == 0:  # +generation.loop_rule.every=4: a quarter of the decoding, a later cut
             live = [i for i in range(len(gen)) if i not in self.stopped_at and not self.ended[i]]

@@ -32,12 +32,13 @@ def pages(run_dir: str | Path, doc_ids: list[str]) -> dict:
 def show_loops(rows: pd.DataFrame, runs: pd.DataFrame, chars: int = 160):
     """One row per loop: the page on the left, the truth and the model's output on the right."""
     run_dirs = runs.set_index("run_id").run_dir
+    images = {(rid, d): im for rid, g in rows.groupby("run_id")  # each run's pages rebuilt once
+              for d, im in pages(run_dirs[rid], list(g.doc_id)).items()}
     with style():
         fig, axes = plt.subplots(len(rows), 2, figsize=(8.0, 1.15 * len(rows)), squeeze=False,
                                  gridspec_kw={"width_ratios": [1, 1.5]})
         for (a_img, a_txt), r in zip(axes, rows.itertuples()):
-            img = pages(run_dirs[r.run_id], [r.doc_id])[r.doc_id]
-            a_img.imshow(img)
+            a_img.imshow(images[r.run_id, r.doc_id])
             a_img.set_axis_off()
             beta = f" β={r.beta:g}" if pd.notna(r.beta) else ""
             a_img.set_title(f"{label(r.family)} {r.stage}{beta} · {r.doc_id}", fontsize=7, loc="left")

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from degenbench import io
+from degenbench.config import STAGES
 
 LABELS = {"qwen2.5-vl-3b": "Qwen2.5-VL-3B", "qwen2.5-vl-7b": "Qwen2.5-VL-7B",
           "nanonets-ocr2-3b": "Nanonets-OCR2-3B", "olmocr-2-7b": "olmOCR-2-7B", "gemma-3-4b": "Gemma-3-4B"}
@@ -59,7 +60,7 @@ def save(fig, out_dir: str | Path, name: str) -> list[Path]:
 
 def degeneration(stages: pd.DataFrame):
     """Grouped bars: degeneration (%) per family for vanilla, SFT and best-beta DPO."""
-    fams, stage_names = families(stages), ["vanilla", "sft", "dpo"]
+    fams, stage_names = families(stages), STAGES
     width = 0.26
     with style():
         fig, ax = plt.subplots(figsize=(7.0, 3.0))
@@ -123,7 +124,7 @@ def lengths(predictions: pd.DataFrame, stages: pd.DataFrame):
     with style():
         fig, axes = plt.subplots(1, len(fams), figsize=(1.6 * len(fams) + 0.6, 2.6), sharey=True, squeeze=False)
         for ax, f in zip(axes[0], fams):
-            for s in ("vanilla", "sft", "dpo"):
+            for s in STAGES:
                 run = stages[(stages.family == f) & (stages.stage == s)]
                 if run.empty:
                     continue
@@ -158,7 +159,7 @@ def cost(cost_table: pd.DataFrame, stages: pd.DataFrame):
         panels = (("new_tokens_degenerate", "token_share_degenerate", "Tokens on degenerate outputs", "tokens"), secs)
         for ax, (col, share, title, unit) in zip(axes, panels):
             x = np.arange(len(fams))
-            for i, s in enumerate(("vanilla", "sft", "dpo")):
+            for i, s in enumerate(STAGES):
                 d = keep[keep.stage == s].set_index("family").reindex(fams)
                 bars = ax.bar(x + (i - 1) * width, d[col].astype(float), width, color=STAGE_COLORS[s],
                               label=STAGE_LABELS[s])

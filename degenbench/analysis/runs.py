@@ -19,10 +19,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from degenbench.config import STAGES
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
-STAGES = ("vanilla", "sft", "dpo")
 EVAL_JOB_TYPES = list(STAGES)  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
 
 # The schema: column -> meaning. Every loader returns exactly these columns, in this order.

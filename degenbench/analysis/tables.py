@@ -15,6 +15,7 @@ import pandas as pd
 from scipy.stats import bootstrap
 from statsmodels.stats.contingency_tables import mcnemar
 
+from degenbench.config import STAGES
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = pd.concat([runs[runs.stage != "dpo"], best_dpo(runs)])
     cols = ["family", "stage", "beta", "n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo",
             "deg_ci95_hi", "cer", "ned", "score", "json_valid_rate", "max_new_tokens", "run_id"]
-    order = rows.stage.map({"vanilla": 0, "sft": 1, "dpo": 2})
+    order = rows.stage.map({s: i for i, s in enumerate(STAGES)})
     return rows.assign(_o=order).sort_values(["family", "_o"])[cols].reset_index(drop=True)
 
 
@@ -94,7 +95,7 @@ def comparisons(runs: pd.DataFrame, predictions: pd.DataFrame, seed: int = 0) ->
     per_doc = {rid: g.set_index("doc_id")[["degenerate", "cer"]] for rid, g in predictions.groupby("run_id")}
     out = []
     for family, g in runs.groupby("family", sort=True):
-        by = {s: g[g.stage == s] for s in ("vanilla", "sft", "dpo")}
+        by = {s: g[g.stage == s] for s in STAGES}
         steps = []
         if len(by["vanilla"]) and len(by["sft"]):
             steps.append(("vanilla", by["vanilla"].iloc[0], by["sft"].iloc[0]))
