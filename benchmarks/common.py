@@ -21,7 +21,7 @@ def toy_sft(family: str, overrides: list[str] = ()):
                    f"paths.results_dir={ROOT / 'results'}", *overrides])  # the sweep's store, from anywhere
     train, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
-                     lambda tmp: launch.train(cfg, "sft", tmp))
+                     lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
     model, processor = load_trained(cfg, sft / MODEL_DIR)
     return cfg, model, processor, held
 

@@ -45,25 +45,46 @@ def _load_images(docs: list[Document], max_pixels: int | None, skipped: list[dic
     return ok
 
 
-def evaluate(cfg: DictConfig, model, processor, docs: list[Document]) -> tuple[pd.DataFrame, list[dict]]:
-    """Per-document records for `docs` (greedy by default) and the skipped documents."""
-    rows, skipped = [], []
+def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
+             shards: Path | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-document records for `docs` (greedy by default) and the skipped documents. With
+    `shards`, each finished batch is kept there and a rerun only does the batches not yet kept."""
+    frames, skipped = [], []
     bs, metrics = cfg.generation.batch_size, settings(cfg.metrics)
+    starts = list(range(0, len(docs), bs))
+    kept = [i for i in range(len(starts)) if shards and (shards / f"{i:05d}.parquet").is_file()]
+    if kept:
+        log.info("evaluation: resuming after %d of %d finished batches in %s", len(kept), len(starts), shards)
     with tqdm(total=len(docs), desc=f"eval {cfg.family.name}/{cfg.stage}", unit="doc") as bar:
-        for i, start in enumerate(range(0, len(docs), bs)):
-            batch = _load_images(docs[start:start + bs], cfg.data.get("max_image_pixels"), skipped)
-            if batch:
-                outputs = generate(model, processor, cfg.family, [im for _, im in batch], cfg.generation)
-                for (doc, _), out in zip(batch, outputs):
-                    rows.append({
-                        "doc_id": doc.id, "truth": doc.text, "prediction": out.text,
-                        "new_tokens": out.new_tokens, "hit_limit": out.hit_limit,
-                        "loop_stopped": out.loop_stopped,
-                        "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
-                        **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics,
-                                      out.loop_stopped)})
+        for i, start in enumerate(starts):
+            if i not in kept:
+                rows, batch_skipped = _evaluate_batch(cfg, model, processor, docs[start:start + bs], i, metrics)
+                if not shards:
+                    frames.append(pd.DataFrame(rows))
+                    skipped += batch_skipped
+                else:  # the skips first: the shard's parquet, written last, marks the batch done
+                    io.write_json(shards / f"{i:05d}.skipped.json", batch_skipped)
+                    with io.atomic_path(shards / f"{i:05d}.parquet") as tmp:
+                        pd.DataFrame(rows).to_parquet(tmp, index=False)
             bar.update(len(docs[start:start + bs]))
-    return pd.DataFrame(rows), skipped
+    if shards:  # read back every batch alike, kept from an earlier run or just made
+        for i in range(len(starts)):
+            frames.append(pd.read_parquet(shards / f"{i:05d}.parquet"))
+            skipped += json.loads((shards / f"{i:05d}.skipped.json").read_text())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), skipped
+
+
+def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics):
+    skipped = []
+    batch = _load_images(docs, cfg.data.get("max_image_pixels"), skipped)
+    if not batch:
+        return [], skipped
+    outputs = generate(model, processor, cfg.family, [im for _, im in batch], cfg.generation)
+    return [{"doc_id": doc.id, "truth": doc.text, "prediction": out.text,
+             "new_tokens": out.new_tokens, "hit_limit": out.hit_limit, "loop_stopped": out.loop_stopped,
+             "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
+             **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped)}
+            for (doc, _), out in zip(batch, outputs)], skipped
 
 
 def run_dir_for(cfg: DictConfig, key: str) -> Path:
@@ -80,9 +101,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
     if store.is_complete(run_dir):
         log.info("DONE %s already evaluated: %s", run_id, run_dir)
         return run_dir
-    if run_dir.exists():  # an interrupted evaluation: start it over
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    run_dir.mkdir(parents=True, exist_ok=True)  # an interrupted evaluation's finished batches are kept
     log.info("run %s: %s (%s) on %d held-out documents", run_id, cfg.family.name, cfg.family.size, len(docs))
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     io.write_json(run_dir / "heldout_ids.json", [d.id for d in docs])
@@ -93,7 +112,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
         io.write_json(run_dir / "training.json", trained)
 
     model, processor = load_trained(cfg, model_dir)
-    table, skipped = evaluate(cfg, model, processor, docs)
+    table, skipped = evaluate(cfg, model, processor, docs, shards=run_dir / "shards")
     table.insert(0, "run_id", run_id)
     for col, val in (("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
                      ("size", cfg.family.size), ("family", cfg.family.name)):
@@ -110,6 +129,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
     summary |= tracking.log_run(cfg, run_dir, run_id, summary, table)
     io.write_json(run_dir / "metrics.json", summary)
     io.write_json(run_dir / store.COMPLETE, {"key": key, "run_id": run_id})
+    shutil.rmtree(run_dir / "shards", ignore_errors=True)
     log.info("%s: degeneration %.3f [%.3f, %.3f], CER %.3f, score %.3f, JSON valid %.3f -> %s",
              run_id, summary["degeneration_rate"], *summary["degeneration_ci95"], summary["cer"],
              summary["score"], summary["json_valid_rate"], run_dir)

@@ -1,7 +1,10 @@
-"""What SFT and DPO share: trainer arguments from config, W&B wiring, loading a trained stage."""
+"""What SFT and DPO share: trainer arguments from config, checkpoints and resuming, W&B wiring,
+loading a trained stage."""
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,12 +28,67 @@ def trainer_args(cfg: DictConfig, train: DictConfig, out: Path, report_to: list[
         gradient_accumulation_steps=train.grad_accum, learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler, warmup_steps=train.warmup_steps,
         weight_decay=train.weight_decay, logging_steps=train.logging_steps,
-        save_strategy="no", report_to=report_to, use_cpu=cpu,
+        # checkpoints in the artifact's partial folder: a killed build resumes from the newest
+        save_strategy="steps", save_steps=cfg.checkpoint.save_steps,
+        save_total_limit=cfg.checkpoint.save_total_limit,  # weights as safetensors (transformers 5: always)
+        report_to=report_to, use_cpu=cpu,
         bf16=bool(train.bf16) and not cpu, fp16=False,
         activation_checkpointing=bool(train.gradient_checkpointing) and not cpu,
         max_length=None,  # never truncate: image tokens must stay whole
         dataloader_num_workers=0, disable_tqdm=False,
     )
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The newest checkpoint in `folder` that was saved whole: the trainer writes its
+    trainer_state.json last, so one that parses marks a complete checkpoint. Newer, half-written
+    ones (killed while saving) are removed, never read."""
+    steps = [(int(p.name.split("-")[1]), p) for p in Path(folder).glob("checkpoint-*")
+             if p.name.split("-")[1].isdigit()] if Path(folder).is_dir() else []
+    for _, ckpt in sorted(steps, reverse=True):
+        try:
+            json.loads((ckpt / "trainer_state.json").read_text())
+            return ckpt
+        except (OSError, ValueError):
+            log.warning("removing %s: interrupted while it was being saved", ckpt)
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return None
+
+
+def fit(trainer, out: Path, what: str):
+    """trainer.train(), resumed from the newest complete checkpoint a killed build left in
+    `out/trainer` (weights, optimizer, scheduler and RNG: the result equals an uninterrupted run)."""
+    ckpt = last_checkpoint(out / "trainer")
+    if ckpt is not None:
+        log.info("resuming %s from %s", what, ckpt)
+    return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+
+
+class ResumableWeights:
+    """Trainer mixin: a full model resumes its checkpoint's weights through from_pretrained, which
+    maps the key names save_pretrained wrote back onto the architecture. transformers 5's Trainer
+    loads them raw, and for Qwen2.5-VL (keys renamed on save) keeps none of them: it only warns
+    about missing keys and trains on from the initial weights. Adapters resume the Trainer's way."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from peft import PeftModel
+
+        model = model or self.model
+        if isinstance(model, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, use_safetensors=True)
+        model.load_state_dict(saved.state_dict(), strict=True)
+
+
+def save_trained(trainer, processor, out: Path) -> None:
+    """The trained model (safetensors) and its processor in `out/model`; then the checkpoints go.
+    transformers also pickles the training arguments beside the weights: removed, so the artifact
+    holds no pickle (the run's config.yaml records every argument)."""
+    trainer.save_model(str(out / MODEL_DIR))  # process 0 only
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(out / MODEL_DIR))
+        (out / MODEL_DIR / "training_args.bin").unlink(missing_ok=True)
+        shutil.rmtree(out / "trainer", ignore_errors=True)
 
 
 def lora_config(cfg: DictConfig):
@@ -76,9 +134,11 @@ def _vllm(cfg: DictConfig, model_dir: Path | None):
 
 
 @contextmanager
-def wandb_training(cfg: DictConfig, job_type: str, name: str):
-    """A W&B run around a trainer (transformers' callback logs into the active run)."""
-    run = tracking.start(cfg, job_type=job_type, name=name)
+def wandb_training(cfg: DictConfig, job_type: str, name: str, out: Path):
+    """A W&B run around a trainer (transformers' callback logs into the active run). Its id comes
+    from the artifact being built, so a resumed build continues its W&B run, not a second one."""
+    key = out.name.removesuffix(".partial").rsplit("-", 1)[-1]
+    run = tracking.start(cfg, job_type=job_type, name=name, run_id=f"{job_type}-{key}")
     try:
         yield ["wandb"] if run is not None else []
     finally:
@@ -87,10 +147,19 @@ def wandb_training(cfg: DictConfig, job_type: str, name: str):
 
 
 class LossGuard(TrainerCallback):
-    """Stop on a NaN/inf loss with a clear error instead of training on garbage."""
+    """Stop on a NaN/inf loss with a clear error instead of training on garbage, keeping the last
+    good checkpoint. A step that saves also logs: the logged loss averages every step since the
+    last log and a NaN poisons the average, so no checkpoint is written after a bad step."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         loss = (logs or {}).get("loss")
         if loss is not None and not torch.isfinite(torch.tensor(loss)):
-            raise FloatingPointError(f"training loss became {loss} at step {state.global_step}; "
-                                     "lower the learning rate or check the data")
+            good = last_checkpoint(Path(args.output_dir))
+            kept = f"the last good checkpoint is kept: {good}" if good else "no checkpoint was saved yet"
+            raise FloatingPointError(f"training loss became {loss} at step {state.global_step}; {kept}. "
+                                     "Lower the learning rate or check the data")

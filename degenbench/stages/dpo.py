@@ -9,9 +9,14 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from degenbench.stages.common import MODEL_DIR, LossGuard, load_trained, trainer_args, wandb_training
+from degenbench.stages.common import (MODEL_DIR, LossGuard, ResumableWeights, fit, load_trained,
+                                      save_trained, trainer_args, wandb_training)
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(ResumableWeights, DPOTrainer):
+    pass
 
 
 class LogpsWatch(TrainerCallback):
@@ -41,16 +46,14 @@ def train_dpo(cfg: DictConfig, sft_dir: Path, pairs_dir: Path, out: Path) -> dic
     dataset = datasets.load_from_disk(str(pairs_dir / "dataset"))
     watch = LogpsWatch()
     name = f"{cfg.family.name}-dpo-b{cfg.dpo.beta}-train"
-    with wandb_training(cfg, "dpo-train", name) as report_to:
+    with wandb_training(cfg, "dpo-train", name, out) as report_to:
         args = DPOConfig(**trainer_args(cfg, cfg.dpo, out, report_to), beta=cfg.dpo.beta,
                          loss_type=list(cfg.dpo.loss_type),
                          loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights else None)
-        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset,
+        trainer = Trainer(model=model, ref_model=None, args=args, train_dataset=dataset,
                              processing_class=processor, callbacks=[LossGuard(), watch])
-        result = trainer.train()
-    trainer.save_model(str(out / MODEL_DIR))  # process 0 only, safetensors
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(out / MODEL_DIR))
+        result = fit(trainer, out, f"DPO of {cfg.family.name} (beta {cfg.dpo.beta})")
+    save_trained(trainer, processor, out)
     return {"beta": cfg.dpo.beta, "steps": result.global_step, "train_loss": result.training_loss,
             "n_pairs": len(dataset), "logps_chosen": watch.values,
             "log_history": trainer.state.log_history}

@@ -81,7 +81,8 @@ def run_job(cfg: DictConfig) -> Path:
             raise ValueError(f"stage={cfg.stage} needs training documents, but data.heldout="
                              f"{cfg.data.heldout} holds out all {len(held)}")
         assert_no_heldout(held_ids, [d.id for d in train], "the SFT data")
-        sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp))
+        sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp),
+                             resumable=True)
         assert_no_heldout(held_ids, _recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
         model_dir = sft_dir / MODEL_DIR
 
@@ -96,7 +97,7 @@ def run_job(cfg: DictConfig) -> Path:
             cands = pd.read_parquet(cand_dir / CANDIDATES)
             return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp)
 
-        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample)
+        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample, resumable=True)
         pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs)
         if _recorded(pairs_dir)["pairs"] == 0:
             why = f"{pairs_dir} holds no pairs (see its stats.json): no candidate was rejectable"
@@ -110,7 +111,8 @@ def run_job(cfg: DictConfig) -> Path:
         pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
         assert_no_heldout(held_ids, pair_ids, f"the pairs of {pairs_dir}")
         dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
-                             lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir))
+                             lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir),
+                             resumable=True)
         model_dir = dpo_dir / MODEL_DIR
 
     return evaluate.run(cfg, held, model_dir, keys.eval)

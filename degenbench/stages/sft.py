@@ -9,11 +9,15 @@ from trl import SFTConfig, SFTTrainer
 
 from degenbench import families
 from degenbench.documents import Document
-from degenbench.stages.common import (MODEL_DIR, LossGuard, lora_config, trainer_args,
-                                      wandb_training)
+from degenbench.stages.common import (LossGuard, ResumableWeights, fit, lora_config, save_trained,
+                                      trainer_args, wandb_training)
 from degenbench.stages.data import sft_dataset
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(ResumableWeights, SFTTrainer):
+    pass
 
 
 def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path) -> dict:
@@ -21,15 +25,13 @@ def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path) -> dict:
     model, processor = families.load(cfg.family, cfg.device)
     model.train()
     dataset = sft_dataset(cfg.family, train_docs)
-    with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train") as report_to:
+    with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
         args = SFTConfig(**trainer_args(cfg, cfg.sft, out, report_to), completion_only_loss=True)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                              peft_config=lora_config(cfg) if cfg.sft.method == "lora" else None,
                              callbacks=[LossGuard()])
-        result = trainer.train()
-    trainer.save_model(str(out / MODEL_DIR))  # process 0 only, safetensors
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(str(out / MODEL_DIR))
+        result = fit(trainer, out, f"SFT of {cfg.family.name}")
+    save_trained(trainer, processor, out)
     log.info("SFT %s: %d steps, final train loss %.4f", cfg.family.name, result.global_step,
              result.training_loss)
     return {"method": cfg.sft.method, "steps": result.global_step, "train_loss": result.training_loss,

@@ -1,9 +1,11 @@
 """Content-addressed artifact store: build once, reuse everywhere, never read half a build.
 
 An artifact lives in `<artifacts_dir>/<kind>/<name>-<key>/`, where `key` hashes exactly the config
-that defines it (and its prerequisites' keys). It is built in a temporary sibling folder, marked
-complete, then renamed into place, all under a file lock: concurrent jobs needing the same
-artifact wait for one build instead of doing it twice.
+that defines it (and its prerequisites' keys). It is built in a sibling `.<name>-<key>.partial/`
+folder, marked complete, then renamed into place, all under a file lock: concurrent jobs needing
+the same artifact wait for one build instead of doing it twice. A build that dies (kill -9,
+out of memory, an error) leaves its partial folder: a resumable builder (training checkpoints,
+finished shards) continues from it on the next run; any other starts it over.
 """
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import hashlib
 import json
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +39,10 @@ def is_complete(path: Path) -> bool:
 
 
 def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callable[[Path], dict | None],
-               record: dict | None = None) -> Path:
-    """The artifact's folder, calling `builder(tmp_dir)` only if no complete one exists.
-    `builder` writes into `tmp_dir` and may return facts to keep in the completion marker."""
+               record: dict | None = None, resumable: bool = False) -> Path:
+    """The artifact's folder, calling `builder(work_dir)` only if no complete one exists.
+    `builder` writes into `work_dir` and may return facts to keep in the completion marker;
+    `resumable`: it may find an interrupted build's work there and must continue it."""
     path = Path(root) / kind / f"{name}-{key}"
     if is_complete(path):
         log.info("REUSE %s %s", kind, path)
@@ -50,16 +52,26 @@ def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callab
         if is_complete(path):  # another job finished it while we waited
             log.info("REUSE %s %s (built by a concurrent job)", kind, path)
             return path
+        work = path.parent / f".{path.name}.partial"
+        resumed = work.exists() and any(work.iterdir())
+        if resumed:
+            if resumable:
+                log.info("RESUME %s %s from the interrupted build in %s", kind, path, work)
+            else:
+                shutil.rmtree(work)
+                resumed = False
         log.info("BUILD %s %s", kind, path)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        work.mkdir(exist_ok=True)
+        start = time.time()
         try:
-            start = time.time()
-            facts = builder(tmp) or {}
-            io.write_json(tmp / COMPLETE, {"kind": kind, "key": key, "seconds": time.time() - start,
-                                           **(record or {}), **facts})
-            if path.exists():  # an incomplete leftover of a killed build
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            facts = builder(work) or {}
+        except BaseException:
+            log.error("building %s %s failed; its partial work is kept in %s%s", kind, path.name, work,
+                      " and the next run resumes from it" if resumable else "")
+            raise
+        io.write_json(work / COMPLETE, {"kind": kind, "key": key, "seconds": time.time() - start,
+                                        "resumed": resumed, **(record or {}), **facts})
+        if path.exists():  # an incomplete leftover (a build of an older version)
+            shutil.rmtree(path)
+        work.rename(path)
     return path
