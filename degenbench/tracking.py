@@ -8,11 +8,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+_offline_since: list[str] = []  # why online W&B failed in this process: warn once, then go offline
 
 
-def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None):
+def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None,
+          run_id: str | None = None):
     """A W&B run grouped by family, or None when logging is disabled. An online run that cannot
-    start (no key, no network) falls back to offline with one warning: the job goes on."""
+    start (no key, no network) falls back to offline with one warning: the job goes on.
+    `run_id` (from the artifact or run key) makes a rerun after a crash continue the same W&B run."""
     if cfg.logger.mode == "disabled":
         return None
     import wandb
@@ -20,22 +23,29 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity,
                   dir=str(run_dir or Path(cfg.paths.results_dir)), name=name,
                   group=cfg.family.name, job_type=job_type, tags=list(cfg.logger.tags),
-                  config=OmegaConf.to_container(cfg, resolve=True))
+                  config=OmegaConf.to_container(cfg, resolve=True),
+                  id=run_id, resume="allow" if run_id else None)
+    mode = "offline" if _offline_since else cfg.logger.mode
     try:
-        return wandb.init(mode=cfg.logger.mode, **kwargs)
+        return wandb.init(mode=mode, settings=wandb.Settings(init_timeout=cfg.logger.get("init_timeout", 90)),
+                          **kwargs)
     except Exception as e:
-        if cfg.logger.mode == "offline":
+        if mode == "offline":
             raise
-        log.warning("W&B %s run could not start (%s); logging offline instead: `wandb sync` it "
-                    "later", cfg.logger.mode, e)
-        return wandb.init(mode="offline", **kwargs)
+        _offline_since.append(f"{type(e).__name__}: {e}")
+        run = wandb.init(mode="offline", **kwargs)
+        log.warning("W&B could not start an %s run (%s). Logging offline instead, for this and every "
+                    "later run of this job; local results are unaffected. Upload later with `wandb "
+                    "sync %s`", mode, _offline_since[0].splitlines()[0], Path(run.dir).parent)
+        return run
 
 
 def log_run(cfg: DictConfig, run_dir: Path, run_id: str, summary: dict, table: pd.DataFrame) -> dict:
     """Log an evaluation's summary and per-document table; returns what to record about the run."""
     import wandb
 
-    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir)
+    key = run_id.rsplit("-", 1)[-1]  # the run's config key: a rerun continues the same W&B run
+    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=f"eval-{key}")
     if run is None:
         return {"wandb_mode": "disabled"}
     with run:
