@@ -5,7 +5,7 @@ from pathlib import Path
 
 from hydra import compose as _compose
 from hydra import initialize_config_dir
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -23,3 +23,33 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
         return _compose(config_name=config_name, overrides=list(overrides or []))
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return _compose(config_name=config_name, overrides=list(overrides or []))
+
+
+# Numeric settings whose out-of-range values fail late (a nan DPO loss, an empty generation, a
+# loop that never runs) or silently change the degeneration rule. Keys a config lacks (e.g.
+# judge.max_new_tokens outside the LLM judge) are not checked.
+POSITIVE = ("dpo.beta",)  # numbers > 0
+COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_tokens",  # integers >= 1
+          "judge.max_new_tokens", "sampling.n", "generation.batch_size", "sampling.batch_size",
+          "sft.batch_size", "dpo.batch_size", "sft.grad_accum", "dpo.grad_accum",
+          "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail before any work on values Hydra cannot check itself: the stage, the family size and
+    the ranges above. A job holds one value per key: sweeps are split into jobs by `-m`."""
+    if cfg.stage not in STAGES:
+        raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    if cfg.family.size not in cfg.family.sizes:
+        raise ValueError(f"family.size={cfg.family.size!r} is unknown; use one of "
+                         f"{', '.join(sorted(cfg.family.sizes))}")
+    for key in (*POSITIVE, *COUNTS):
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        count = key in COUNTS
+        number = isinstance(value, int if count else (int, float)) and not isinstance(value, bool)
+        if not number or value <= 0:
+            sweep = (f"; to sweep them, run with -m {key}={','.join(map(str, value))}"
+                     if isinstance(value, ListConfig) else "")
+            raise ValueError(f"{key}={value!r} must be {'an integer >= 1' if count else '> 0'}{sweep}")

@@ -1,12 +1,21 @@
 """The document record every source produces and every stage consumes."""
 from __future__ import annotations
 
+import io
 import json
+import os
+import struct
+import warnings
+import zlib
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 FIELDS = ("header", "margin", "footer", "text")  # the paper's JSON schema, in its key order
+# What decoders raise on a broken file (OSError covers truncation and unknown formats; the others
+# escape from individual PIL plugins on malformed headers or compressed streams).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+_BOMB = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 class BadDocument(ValueError):
@@ -29,35 +38,71 @@ class Document:
     id: str
     truth: dict[str, str]  # header, margin, footer, text
     text: str  # plain-text form of the truth (given by the source or derived)
-    image: Image.Image | None = None  # in memory (synthetic, HF datasets) ...
-    image_path: str | None = None  # ... or on disk (manifest), opened lazily
+    image: Image.Image | None = None  # decoded in memory (synthetic pages) ...
+    image_path: str | None = None  # ... or on disk (manifest), opened lazily ...
     meta: dict = field(default_factory=dict)
+    image_bytes: bytes | None = None  # ... or encoded in memory (HF datasets), decoded lazily
+    where: str = ""  # the source row, for error messages (e.g. "docs.jsonl row 3")
 
     @property
     def answer(self) -> str:
         return truth_json(self.truth)
 
     def load_image(self, max_pixels: int | None = None) -> Image.Image:
-        """The page as RGB; raises BadDocument (with the reason) for unreadable images."""
-        if self.image is not None:
-            return self.image.convert("RGB")
+        """The page as RGB. Raises BadDocument, with the reason, for an empty, corrupt or truncated
+        image, and for one over `max_pixels` (data.max_image_pixels) or PIL's own decompression-bomb
+        limit: both read from the header, before any pixel is decoded."""
+        name = self.image_path or f"of {self.where or 'document ' + self.id}"  # in memory: its row
+        fix = "replace the image or drop the document"
         try:
-            with Image.open(self.image_path) as im:
-                if max_pixels and im.width * im.height > max_pixels:
-                    raise BadDocument(
-                        f"image {self.image_path} has {im.width}x{im.height} pixels, over the "
-                        f"limit of {max_pixels} (possible decompression bomb)")
-                im.load()
-                return im.convert("RGB")
+            with warnings.catch_warnings():
+                # PIL warns past ~89M pixels (raises past ~179M); without a limit of ours the
+                # warning is the only guard, so it rejects too. A limit of ours decides on its own.
+                warnings.simplefilter("ignore" if max_pixels else "error", Image.DecompressionBombWarning)
+                if self.image is not None:
+                    _check_pixels(self.image.size, max_pixels, name)
+                    return self.image.convert("RGB")
+                if self.image_bytes == b"" or (self.image_path and os.path.getsize(self.image_path) == 0):
+                    raise BadDocument(f"image {name} is empty (0 bytes); {fix}")
+                src = self.image_path if self.image_bytes is None else io.BytesIO(self.image_bytes)
+                with Image.open(src) as im:  # reads the header only
+                    _check_pixels(im.size, max_pixels, name)
+                    im.load()
+                    return im.convert("RGB")
         except BadDocument:
             raise
-        except (OSError, Image.DecompressionBombError, ValueError) as e:
-            raise BadDocument(f"unreadable image {self.image_path}: {type(e).__name__}: {e}") from e
+        except _BOMB as e:
+            raise BadDocument(f"image {name} is a possible decompression bomb ({e}); {fix}") from e
+        except _DECODE_ERRORS as e:
+            raise BadDocument(f"unreadable image {name}: {type(e).__name__}: {e}; {fix}") from e
 
 
-def make_document(doc_id: str, truth: dict | str | None, text: str | None, where: str,
-                  image: Image.Image | None = None, image_path: str | None = None) -> Document:
+def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise BadDocument(f"image {name} has {w}x{h} = {w * h} pixels, over data.max_image_pixels="
+                          f"{max_pixels} (possible decompression bomb); shrink the image or raise "
+                          "data.max_image_pixels")
+
+
+def _utf8(value, where: str, name: str):
+    """Text a source gave as bytes (a binary dataset column), decoded; invalid UTF-8 is an error."""
+    if not isinstance(value, bytes):
+        return value
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{where}: {name} is not valid UTF-8 ({e.reason} at byte offset {e.start}); "
+                         "re-encode it as UTF-8") from e
+
+
+def make_document(doc_id: str, truth: dict | str | bytes | None, text: str | bytes | None, where: str,
+                  image: Image.Image | None = None, image_path: str | None = None,
+                  image_bytes: bytes | None = None) -> Document:
     """Validate a source row into a Document; `where` names the file/row for error messages."""
+    truth, text = _utf8(truth, where, "truth"), _utf8(text, where, "text")
+    if text is not None and not isinstance(text, str):
+        raise ValueError(f"{where}: text must be a string, got {type(text).__name__}")
     if isinstance(truth, str):
         try:
             truth = json.loads(truth)
@@ -77,4 +122,11 @@ def make_document(doc_id: str, truth: dict | str | None, text: str | None, where
     if not text.strip():
         raise ValueError(f"{where}: empty truth (no header, margin, footer or text); every "
                          "document needs a non-empty transcription to score against")
-    return Document(id=str(doc_id), truth=truth, text=text, image=image, image_path=image_path)
+    for name, value in [*((f"truth.{k}", v) for k, v in truth.items()), ("text", text)]:
+        try:  # JSON escapes can smuggle in a lone surrogate, which no UTF-8 output can hold
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"{where}: {name} holds a lone surrogate {value[e.start]!r} at character "
+                             f"{e.start}; fix the escape (a \\ud800-\\udfff half without its pair)") from e
+    return Document(id=str(doc_id), truth=truth, text=text, image=image, image_path=image_path,
+                    image_bytes=image_bytes, where=where)

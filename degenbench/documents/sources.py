@@ -20,8 +20,10 @@ def load_documents(data: DictConfig) -> list[Document]:
     docs = loaders[data.source](data)
     dupes = [i for i, n in Counter(d.id for d in docs).items() if n > 1]
     if dupes:
+        rows = "; ".join(f"{i!r} at {', '.join(d.where for d in docs if d.id == i)}" for i in dupes[:3])
         raise ValueError(f"{data.source} source has duplicate document ids {dupes[:5]}"
-                         f"{' ...' if len(dupes) > 5 else ''}; ids must be unique")
+                         f"{' ...' if len(dupes) > 5 else ''} ({rows}); ids must be unique: give each "
+                         "row its own 'id' (manifest) or set data.columns.id to a unique column (hf)")
     return docs
 
 
@@ -50,16 +52,31 @@ def _manifest(data: DictConfig) -> list[Document]:
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist; set data.path to a JSONL file")
     docs = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    # bytes, split on \n / \r only: a row that is not UTF-8 is named with its number, and row
+    # numbers match an editor's (str.splitlines would also split on U+2028 inside a JSON string)
+    for n, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path} row {n}"
+        try:
+            line = raw.decode("utf-8-sig")  # -sig: a byte-order mark some editors write is dropped
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{where}: not valid UTF-8 ({e.reason} at byte offset {e.start}); save the "
+                             "manifest as UTF-8") from e
         if not line.strip():
             continue
-        where = f"{path} row {n}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{where}: not valid JSON ({e})") from e
-        if "image" not in row or ("truth" not in row and "text" not in row):
-            raise ValueError(f"{where}: needs 'image' and 'truth' (or 'text'); has {sorted(row)}")
+        if not isinstance(row, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k, alts in (("image", {"image"}), ("truth", {"truth", "text"}))
+                   if not alts & row.keys()]
+        if missing:
+            raise ValueError(f"{where}: missing {' and '.join(map(repr, missing))}; every row needs "
+                             f"'image' (a path relative to the manifest) and 'truth' (or 'text'), "
+                             f"this one has {sorted(row)}")
+        if not isinstance(row["image"], str) or not row["image"]:
+            raise ValueError(f"{where}: 'image' must be a file path, got {row['image']!r}")
         image = (path.parent / row["image"]).resolve()
         if not image.is_file():
             raise FileNotFoundError(f"{where}: image file {image} does not exist; fix the path "
@@ -67,6 +84,8 @@ def _manifest(data: DictConfig) -> list[Document]:
         doc_id = row.get("id", image.stem)
         docs.append(make_document(doc_id, row.get("truth"), row.get("text"), where,
                                   image_path=str(image)))
+    if not docs:
+        raise ValueError(f"manifest {path} has no rows; add one JSON object per line")
     return docs
 
 
@@ -82,17 +101,28 @@ def _hf(data: DictConfig) -> list[Document]:
             ds = ds[data.split]
     else:
         ds = datasets.load_dataset(data.name, split=data.split)
-    cols = data.columns
-    missing = [c for c in (cols.image, cols.truth) if c not in ds.column_names]
+    cols, name = data.columns, data.get("path") or data.name
+    wanted = {k: cols[k] for k in ("id", "image", "truth", "text") if cols.get(k)}
+    missing = {k: c for k, c in wanted.items() if c not in ds.column_names}
     if missing:
-        raise ValueError(f"dataset {data.get('path') or data.name} lacks columns {missing}; it has "
-                         f"{ds.column_names}: set data.columns.image / data.columns.truth")
+        raise ValueError(f"dataset {name} lacks columns {list(missing.values())}; it has "
+                         f"{ds.column_names}: set " + ", ".join(f"data.columns.{k}" for k in missing)
+                         + " (id and text may be null)")
+    if not isinstance(ds.features[cols.image], datasets.Image):
+        raise ValueError(f"dataset {name} column {cols.image!r} (data.columns.image) holds "
+                         f"{ds.features[cols.image]}, not images; set data.columns.image to the image column")
+    # undecoded: pages stay compressed in memory and are decoded (size-checked first) when used
+    ds = ds.cast_column(cols.image, datasets.Image(decode=False))
     docs = []
     for i, row in enumerate(ds):
-        where = f"dataset {data.get('path') or data.name} row {i}"
-        doc_id = row[cols.id] if cols.get("id") and cols.id in row else f"row-{i:06d}"
-        text = row.get(cols.text) if cols.get("text") else None
-        docs.append(make_document(doc_id, row[cols.truth], text, where, image=row[cols.image]))
+        where = f"dataset {name} row {i}"
+        image = row[cols.image] or {}
+        if image.get("bytes") is None and not image.get("path"):
+            raise ValueError(f"{where}: no image in column {cols.image!r}; drop the row")
+        doc_id = row[cols.id] if "id" in wanted else f"row-{i:06d}"
+        text = row[cols.text] if "text" in wanted else None
+        docs.append(make_document(doc_id, row[cols.truth], text, where, image_bytes=image.get("bytes"),
+                                  image_path=None if image.get("bytes") is not None else image["path"]))
     return docs
 
 

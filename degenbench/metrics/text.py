@@ -49,7 +49,7 @@ def parse_prediction(output: str) -> tuple[dict[str, str] | None, str]:
     s = output.strip()
     try:
         obj = json.loads(s)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # a loop of "[" nests past the decoder's limit
         obj = None
     if isinstance(obj, dict) and set(obj) == set(FIELDS) and all(isinstance(v, str) for v in obj.values()):
         return obj, plain_text(obj)

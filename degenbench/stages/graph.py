@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import evaluate, standins
-from degenbench.config import STAGES
+from degenbench.config import validate
 from degenbench.documents import load_split
 from degenbench.stages import launch
 from degenbench.stages.common import MODEL_DIR, load_trained
@@ -62,8 +62,7 @@ def _recorded(path: Path) -> dict:
 
 def run_job(cfg: DictConfig) -> Path:
     """Run one job; returns its evaluation run folder."""
-    if cfg.stage not in STAGES:
-        raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    validate(cfg)  # ranges and choices, also for library use (compose + run_job)
     if cfg.family.size == "shape":
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
                          "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
