@@ -33,6 +33,7 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
         if mode == "offline":
             raise
         _offline_since.append(f"{type(e).__name__}: {e}")
+        wandb.teardown()  # the failed attempt still holds the run id in W&B's service process
         run = wandb.init(mode="offline", **kwargs)
         log.warning("W&B could not start an %s run (%s). Logging offline instead, for this and every "
                     "later run of this job; local results are unaffected. Upload later with `wandb "
