@@ -65,8 +65,10 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     the cache first when the config's stand-in recipe differs from it).
     `weights`: a directory of fine-tuned full weights to load instead (processor unchanged)."""
     source = source_of(family)
-    if family.trust_remote_code:
+    if family.trust_remote_code:  # only a family config's explicit `trust_remote_code: true`
         log.warning("family %s opts in to trust_remote_code: code from %s will run", family.name, source)
+    else:
+        log.info("family %s: trust_remote_code is off; no code from %s runs", family.name, source)
     dev = pick_device(device)
     dtype = getattr(torch, family.dtype)
     if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):

@@ -183,7 +183,7 @@ def _init(family: DictConfig):
     parent = _parent(family)
     if parent is not None:
         path = ensure(parent)
-        return (AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32),
+        return (AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, use_safetensors=True),
                 AutoProcessor.from_pretrained(path))
     a = family.standin
     torch.manual_seed(a.seed)

@@ -28,6 +28,7 @@ def trainer_args(cfg: DictConfig, train: DictConfig, out: Path, report_to: list[
         gradient_accumulation_steps=train.grad_accum, learning_rate=train.learning_rate,
         lr_scheduler_type=train.lr_scheduler, warmup_steps=train.warmup_steps,
         weight_decay=train.weight_decay, logging_steps=train.logging_steps,
+        logging_nan_inf_filter=False,  # the default hides NaN losses from the log, and from LossGuard
         # checkpoints in the artifact's partial folder: a killed build resumes from the newest
         save_strategy="steps", save_steps=cfg.checkpoint.save_steps,
         save_total_limit=cfg.checkpoint.save_total_limit,  # weights as safetensors (transformers 5: always)
@@ -110,6 +111,10 @@ def load_trained(cfg: DictConfig, model_dir: Path | None, trainable: bool = Fals
     if (model_dir / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        if not (model_dir / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickle
+            raise FileNotFoundError(f"{model_dir} has no adapter_model.safetensors; degenbench loads "
+                                    "weights only as safetensors (re-save the adapter with PEFT >= 0.4)")
+
         model, processor = families.load(cfg.family, cfg.device)
         model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
         return (model if trainable else model.merge_and_unload()), processor
@@ -147,9 +152,10 @@ def wandb_training(cfg: DictConfig, job_type: str, name: str, out: Path):
 
 
 class LossGuard(TrainerCallback):
-    """Stop on a NaN/inf loss with a clear error instead of training on garbage, keeping the last
-    good checkpoint. A step that saves also logs: the logged loss averages every step since the
-    last log and a NaN poisons the average, so no checkpoint is written after a bad step."""
+    """Stop on a NaN/inf loss or gradient norm with a clear error instead of training on garbage,
+    keeping the last checkpoint written before it. A step that saves also logs: the logged loss
+    averages every step since the last log and a NaN poisons the average, so no checkpoint is
+    written after a bad step."""
 
     def on_step_end(self, args, state, control, **kwargs):
         if control.should_save:
@@ -157,9 +163,11 @@ class LossGuard(TrainerCallback):
         return control
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not torch.isfinite(torch.tensor(loss)):
+        bad = {k: v for k, v in (logs or {}).items()
+               if k in ("loss", "grad_norm") and not torch.isfinite(torch.tensor(float(v)))}
+        if bad:
             good = last_checkpoint(Path(args.output_dir))
-            kept = f"the last good checkpoint is kept: {good}" if good else "no checkpoint was saved yet"
-            raise FloatingPointError(f"training loss became {loss} at step {state.global_step}; {kept}. "
-                                     "Lower the learning rate or check the data")
+            kept = f"the last checkpoint before it is kept: {good}" if good else "no checkpoint was saved yet"
+            raise FloatingPointError(f"training {' and '.join(f'{k} became {v}' for k, v in bad.items())} "
+                                     f"at step {state.global_step}; {kept}. Lower the learning rate or "
+                                     "check the data")
