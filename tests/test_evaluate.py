@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 SUMMARY_KEYS = {"degeneration_rate", "degeneration_ci95", "cer", "ned", "score", "json_valid_rate",
                 "n_docs", "n_skipped", "skipped", "wandb_run_id"}
@@ -42,21 +41,3 @@ def test_toy_sweep_over_the_five_families(tmp_path):
                 "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens"} <= set(table.columns)
         assert table["degenerate"].mean() == s["degeneration_rate"]
         assert "family:" in (d / "config.yaml").read_text()
-
-
-def test_corrupt_image_is_skipped_and_counted(tmp_path):
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    rows = []
-    for i in range(4):
-        Image.new("RGB", (112, 56), "white").save(docs / f"p{i}.png")
-        rows.append({"id": f"p{i}", "image": f"p{i}.png", "truth": {"header": "OFÍCIO", "text": f"página {i}"}})
-    (docs / "p3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")  # corrupt, but present
-    (docs / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    degenbench("data=manifest", f"data.path={docs / 'm.jsonl'}", "data.heldout=4", "data.max_new_tokens=8",
-               "logger=disabled", f"paths.results_dir={tmp_path / 'out'}")
-    (run,) = runs(tmp_path / "out")
-    s = json.loads((run / "metrics.json").read_text())
-    assert s["n_docs"] == 3 and s["n_skipped"] == 1
-    assert s["skipped"][0]["id"] == "p3" and "unreadable image" in s["skipped"][0]["reason"]
-    assert len(pd.read_parquet(run / "predictions.parquet")) == 3
