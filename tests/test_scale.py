@@ -42,6 +42,9 @@ def test_loop_stop_cuts_a_row_when_it_meets_the_rule_and_leaves_others(base):
         expect = expect or is_degenerate(tok.decode(loop[:k]), True)  # once cut, a row stays cut
         assert stop(ids, None).tolist() == [expect, False, False]
     assert expect
+    # the row texts grow token by token (incremental decoding): the same text as decoding it whole,
+    # accented characters split over byte tokens included
+    assert stop.texts[1] == tok.decode(plain[:n], skip_special_tokens=True) and any(ord(c) > 127 for c in stop.texts[1])
     cut = stop.stopped_at[0]
     assert is_degenerate(tok.decode(loop[:cut]), True) and not is_degenerate(tok.decode(loop[:cut - 1]), True)
 
