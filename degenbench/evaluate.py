@@ -46,32 +46,18 @@ def _load_images(docs: list[Document], max_pixels: int | None, skipped: list[dic
 
 
 def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
-             shards: Path | None = None) -> tuple[pd.DataFrame, list[dict]]:
-    """Per-document records for `docs` (greedy by default) and the skipped documents. With
-    `shards`, each finished batch is kept there and a rerun only does the batches not yet kept."""
-    frames, skipped = [], []
+             shards: Path) -> tuple[pd.DataFrame, list[dict]]:
+    """Per-document records for `docs` (greedy by default) and the skipped documents. Each
+    finished batch is kept in `shards`: a rerun only does the batches not yet kept."""
     bs, metrics = cfg.generation.batch_size, settings(cfg.metrics)
-    starts = list(range(0, len(docs), bs))
-    kept = [i for i in range(len(starts)) if shards and (shards / f"{i:05d}.parquet").is_file()]
-    if kept:
-        log.info("evaluation: resuming after %d of %d finished batches in %s", len(kept), len(starts), shards)
+    starts = range(0, len(docs), bs)
+    batches = store.Shards(shards, len(starts), "evaluation")
     with tqdm(total=len(docs), desc=f"eval {cfg.family.name}/{cfg.stage}", unit="doc") as bar:
         for i, start in enumerate(starts):
-            if i not in kept:
-                rows, batch_skipped = _evaluate_batch(cfg, model, processor, docs[start:start + bs], i, metrics)
-                if not shards:
-                    frames.append(pd.DataFrame(rows))
-                    skipped += batch_skipped
-                else:  # the skips first: the shard's parquet, written last, marks the batch done
-                    io.write_json(shards / f"{i:05d}.skipped.json", batch_skipped)
-                    with io.atomic_path(shards / f"{i:05d}.parquet") as tmp:
-                        pd.DataFrame(rows).to_parquet(tmp, index=False)
+            if i not in batches.kept:
+                batches.put(i, *_evaluate_batch(cfg, model, processor, docs[start:start + bs], i, metrics))
             bar.update(len(docs[start:start + bs]))
-    if shards:  # read back every batch alike, kept from an earlier run or just made
-        for i in range(len(starts)):
-            frames.append(pd.read_parquet(shards / f"{i:05d}.parquet"))
-            skipped += json.loads((shards / f"{i:05d}.skipped.json").read_text())
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(), skipped
+    return batches.read()
 
 
 def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics):
@@ -126,7 +112,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
                "model_dir": str(model_dir) if model_dir else None, **(note or {}),
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha)}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
-    summary |= tracking.log_run(cfg, run_dir, run_id, summary, table)
+    summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table)
     io.write_json(run_dir / "metrics.json", summary)
     io.write_json(run_dir / store.COMPLETE, {"key": key, "run_id": run_id})
     shutil.rmtree(run_dir / "shards", ignore_errors=True)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+from tokenizers.decoders import DecodeStream
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from degenbench.metrics.degeneration import is_degenerate
@@ -37,19 +38,18 @@ class LoopStop(StoppingCriteria):
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
         self.stopped_at: dict[int, int] = {}
         self.ended: list[bool] = []
+        self.rust = getattr(tokenizer, "_tokenizer", None)  # a fast tokenizer's own: decodes incrementally
         self.streams, self.texts = [], []
 
-    def _stream(self, gen: torch.LongTensor, live: list[int], rust) -> list[str]:
+    def _stream(self, gen: torch.LongTensor, live: list[int]) -> list[str]:
         """The live rows' texts so far, each grown by its newest token (special tokens skipped,
         as in the final output)."""
-        from tokenizers.decoders import DecodeStream
-
         if gen.shape[1] == 1:
             self.streams = [DecodeStream(skip_special_tokens=True) for _ in range(len(gen))]
             self.texts = [""] * len(gen)
         last = gen[:, -1].tolist()
         for i in live:
-            self.texts[i] += self.streams[i].step(rust, last[i]) or ""  # None: a character still incomplete
+            self.texts[i] += self.streams[i].step(self.rust, last[i]) or ""  # None: a character still incomplete
         return [self.texts[i] for i in live]
 
     def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
@@ -59,8 +59,7 @@ class LoopStop(StoppingCriteria):
         last = torch.isin(gen[:, -1], self.eos).tolist()  # rows that just ended
         self.ended = [a or b for a, b in zip(self.ended, last)] if n > 1 else last
         live = [i for i in range(len(gen)) if i not in self.stopped_at and not self.ended[i]]
-        rust = getattr(self.tok, "_tokenizer", None)  # a fast tokenizer's own: it decodes incrementally
-        texts = self._stream(gen, live, rust) if rust is not None else None
+        texts = self._stream(gen, live) if self.rust is not None else None
         if n % self.every == 0 and live:  # +generation.loop_rule.every=4: a quarter of the checks
             if texts is None:  # a slow tokenizer: decode the rows whole
                 texts = self.tok.batch_decode(gen[live], skip_special_tokens=True)

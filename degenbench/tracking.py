@@ -41,11 +41,12 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
         return run
 
 
-def log_run(cfg: DictConfig, run_dir: Path, run_id: str, summary: dict, table: pd.DataFrame) -> dict:
+def log_run(cfg: DictConfig, run_dir: Path, run_id: str, key: str, summary: dict,
+            table: pd.DataFrame) -> dict:
     """Log an evaluation's summary and per-document table; returns what to record about the run."""
     import wandb
 
-    key = run_id.rsplit("-", 1)[-1]  # the run's config key: a rerun continues the same W&B run
+    # the W&B id is the run's config key: a rerun after a crash continues the same W&B run
     run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=f"eval-{key}")
     if run is None:
         return {"wandb_mode": "disabled"}

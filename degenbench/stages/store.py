@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
@@ -75,3 +76,32 @@ def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callab
             shutil.rmtree(path)
         work.rename(path)
     return path
+
+
+class Shards:
+    """The finished batches of a resumable stage (candidate sampling, evaluation), one parquet
+    file each in `folder`: a rerun after a kill redoes only the batches not kept. A batch's notes
+    (JSON, e.g. skipped documents) are written first and its parquet last, atomically: the parquet
+    marks the batch done."""
+
+    def __init__(self, folder: Path, n: int, what: str):
+        self.folder, self.n = Path(folder), n
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.kept = {i for i in range(n) if self._frame(i).is_file()}
+        if self.kept:
+            log.info("%s: resuming after %d of %d finished batches in %s", what, len(self.kept), n, folder)
+
+    def _frame(self, i: int) -> Path:
+        return self.folder / f"{i:05d}.parquet"
+
+    def put(self, i: int, rows: list[dict], notes: list | None = None) -> None:
+        io.write_json(self.folder / f"{i:05d}.notes.json", notes or [])
+        with io.atomic_path(self._frame(i)) as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+
+    def read(self) -> tuple[pd.DataFrame, list]:
+        """Every batch's rows in order (kept from an earlier run or just made, read back alike)
+        and their notes."""
+        frames = [pd.read_parquet(self._frame(i)) for i in range(self.n)]
+        notes = [x for i in range(self.n) for x in json.loads((self.folder / f"{i:05d}.notes.json").read_text())]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), notes
