@@ -2,10 +2,13 @@
 artifact store, exactly as the sweep keys it), its held-out pages, and timing."""
 from __future__ import annotations
 
+import re
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 
 import torch
+from omegaconf import OmegaConf
 
 from degenbench.config import ROOT, compose
 from degenbench.documents import load_split
@@ -15,13 +18,19 @@ from degenbench.stages.graph import Keys
 from degenbench.stages.store import build_once
 
 
-def toy_sft(family: str, overrides: list[str] = ()):
-    """(cfg, model, processor, held-out docs) of the toy sweep's SFT model of `family`."""
+def toy_sft_dir(family: str, overrides: list[str] = ()):
+    """(cfg, SFT artifact folder, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
                    f"paths.results_dir={ROOT / 'results'}", *overrides])  # the sweep's store, from anywhere
-    train, held = load_split(cfg.data, cfg.seed)
+    _, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
+    return cfg, sft, held
+
+
+def toy_sft(family: str, overrides: list[str] = ()):
+    """(cfg, model, processor, held-out docs) of the toy sweep's SFT model of `family`."""
+    cfg, sft, held = toy_sft_dir(family, overrides)
     model, processor = load_trained(cfg, sft / MODEL_DIR)
     return cfg, model, processor, held
 
@@ -62,3 +71,33 @@ def generate_batches(cfg, model, processor, images, batches: list[list[int]], ge
 
 def contiguous(n: int, bs: int) -> list[list[int]]:
     return [list(range(s, min(s + bs, n))) for s in range(0, n, bs)]
+
+
+LOOP_LEADER = re.compile(r"\.{3,}")  # a dot leader of the synthetic pages: what the toy SFT models loop on
+
+
+def looping_answer(doc, run: int):
+    """`doc` with its answer cut at its first dot leader, the dots running on for `run` characters."""
+    text = doc.truth["text"]
+    m = LOOP_LEADER.search(text)
+    return doc if m is None else replace(doc, truth={**doc.truth, "text": text[:m.start()] + "." * run})
+
+
+def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+    """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
+    fine-tuned further on its own training pages, where every answer with a dot leader runs on in
+    dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, goes
+    to any limit below `run`); the toy SFT models' dot runs end on their own after 100-300 tokens."""
+    from degenbench.stages.sft import train_sft
+    from degenbench.stages.store import key_of
+
+    cfg, sft, held = toy_sft_dir(family)
+    lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "max_steps": steps, "learning_rate": lr,
+                                          "warmup_steps": 0, "logging_steps": 10}})
+    train, _ = load_split(cfg.data, cfg.seed)
+    docs = [looping_answer(d, run) for d in train]
+    key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
+    out = build_once(cfg.paths.artifacts_dir, "looper", family, key,
+                     lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
+    model, processor = load_trained(cfg, out / MODEL_DIR)
+    return cfg, model, processor, held

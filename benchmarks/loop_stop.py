@@ -1,5 +1,10 @@
 """(a) Loop-aware stopping on models that loop: batched greedy generation over the toy held-out
-pages with the toy sweep's SFT model of each family, generated three ways in one run:
+pages, generated three ways in one run, with each family's
+  looper  a looping organism: the toy SFT model fine-tuned so a dot run, once begun, runs on (as a
+          large model's loop does; benchmarks/common.py:toy_looper, built once, 1-3 min)
+  sft     the toy sweep's SFT model itself, whose dot runs mostly end on their own after 100-300
+          tokens: at a budget below that they count as loops, above it they are not
+and each model
   full   every row runs until it ends or hits the token limit (evaluation's default)
   stop   LoopStop cuts a row once its tail repeats (it counts as degenerate): at the rule's 4
          repeats, and at stricter thresholds (--stop-repeats), trading savings for agreement
@@ -10,17 +15,18 @@ measured in wall-clock seconds (the fastest of --repeats interleaved passes) and
 Label agreement: the stop labels (cut, or the paper's rule) against the full-length labels.
 A family whose model never loops at a budget has no overhead to remove there (n/a).
 
-    python benchmarks/loop_stop.py --limits 160 512 --out results/benchmarks/loop_stop.md
+    python benchmarks/loop_stop.py --models looper sft --limits 160 512 --out results/benchmarks/loop_stop.md
 """
 import argparse
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, threads, timer, toy_sft
+from common import contiguous, emit, generate_batches, threads, timer, toy_looper, toy_sft
 from degenbench.metrics.degeneration import is_degenerate
 
 p = argparse.ArgumentParser()
 p.add_argument("--families", nargs="+", default=["nanonets-ocr2-3b", "qwen2.5-vl-3b", "qwen2.5-vl-7b",
                                                 "olmocr-2-7b", "gemma-3-4b"])
+p.add_argument("--models", nargs="+", default=["looper", "sft"], choices=["looper", "sft"])
 p.add_argument("--limits", type=int, nargs="+", default=[160, 512], help="max_new_tokens to measure at")
 p.add_argument("--stop-repeats", type=int, nargs="+", default=[4, 8, 12],
                help="tail repeats at which LoopStop cuts (4: the rule itself)")
@@ -45,13 +51,13 @@ def share(full, stop, clean, loops: bool) -> str:
     return f"{(full - stop) / (full - clean):.1%}" if loops and full > clean else "n/a"  # no loop: no overhead
 
 
-lines = ["| family | limit | cut at repeats | degenerate (full) | seconds full / stop / clean | overhead removed (time) "
+lines = ["| model | family | limit | cut at repeats | degenerate (full) | seconds full / stop / clean | overhead removed (time) "
          "| decode steps full / stop / clean | overhead removed (steps) | label agreement | cut rows | missed / extra |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
-def measure(family: str) -> None:
-    cfg, model, processor, held = toy_sft(family)
+def measure(which: str, family: str) -> None:
+    cfg, model, processor, held = (toy_looper if which == "looper" else toy_sft)(family)
     images = [d.load_image() for d in held]
     rule = dict(cfg.generation.loop_rule)
     batches = contiguous(len(images), args.batch_size)
@@ -78,14 +84,16 @@ def measure(family: str) -> None:
             missed = sum(a and not b for a, b in zip(label_full, label_stop))
             extra = sum(b and not a for a, b in zip(label_full, label_stop))
             lines.append(
-                f"| {family} | {limit} | {k} | {sum(label_full)}/{len(images)} | {best['full']:.2f} / {best[k]:.2f} / "
+                f"| {which} | {family} | {limit} | {k} | {sum(label_full)}/{len(images)} | {best['full']:.2f} / {best[k]:.2f} / "
                 f"{best['clean']:.2f} | {share(best['full'], best[k], best['clean'], any(label_full))} | {steps['full']} / {steps[k]} / "
                 f"{steps['clean']} | {share(steps['full'], steps[k], steps['clean'], any(label_full))} | {agree:.2%} | "
                 f"{sum(o.loop_stopped for o in outs[k])} | {missed} / {extra} |")
             print(lines[-1], flush=True)
 
 
-for family in args.families:
-    measure(family)
-emit(f"Loop-aware stopping: toy SFT models, 256 held-out pages, batch {args.batch_size}, {n_threads} "
-     f"threads, best of {args.repeats}", lines, args.out)
+for which in args.models:
+    for family in args.families:
+        measure(which, family)
+models = " and ".join({"looper": "looping organisms", "sft": "toy SFT models"}[m] for m in args.models)
+emit(f"Loop-aware stopping: {models}, 256 held-out pages, batch {args.batch_size}, {n_threads} threads, "
+     f"best of {args.repeats}", lines, args.out)

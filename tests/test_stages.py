@@ -6,6 +6,7 @@ import time
 import datasets
 import pandas as pd
 import pytest
+import torch
 from trl import DPOConfig, DPOTrainer
 
 from degenbench.config import compose
@@ -194,3 +195,23 @@ def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):
     same = ["prediction", "degenerate"]
     pd.testing.assert_frame_equal(pd.read_parquet(run / "predictions.parquet", columns=same),
                                   pd.read_parquet(sft / "predictions.parquet", columns=same))
+
+
+def test_sft_from_given_weights_starts_there_not_at_the_base(beta_sweep, tmp_path):
+    # the looping organism of benchmarks/ fine-tunes an SFT model further: train_sft(init=...)
+    from safetensors.torch import load_file
+
+    from degenbench.documents import load_split
+    from degenbench.stages.sft import train_sft
+
+    sft = artifact(beta_sweep[0], "sft") / MODEL_DIR
+    cfg = compose(TINY + [f"paths.results_dir={tmp_path}", "sft.max_steps=1", "sft.learning_rate=0"])
+    train, _ = load_split(cfg.data, cfg.seed)
+    for name, init in [("again", sft), ("base", None)]:
+        train_sft(cfg, train[:2], tmp_path / name, init=init)
+    weights = {p: load_file(p / "model.safetensors") for p in [sft, tmp_path / "again" / MODEL_DIR,
+                                                               tmp_path / "base" / MODEL_DIR]}
+    sft_w, again, base = weights.values()
+    assert sft_w.keys() == again.keys() == base.keys()
+    assert all(torch.equal(sft_w[k], again[k]) for k in sft_w)  # lr 0: exactly the weights it started from
+    assert not all(torch.equal(sft_w[k], base[k]) for k in sft_w)  # which are not the base's

@@ -20,9 +20,10 @@ class Trainer(ResumableWeights, SFTTrainer):
     pass
 
 
-def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path) -> dict:
-    """Fine-tune the family's base on `train_docs`; the result goes to `out/model` (safetensors)."""
-    model, processor = families.load(cfg.family, cfg.device)
+def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path | None = None) -> dict:
+    """Fine-tune the family's base (or the full weights in `init`) on `train_docs`; the result goes
+    to `out/model` (safetensors)."""
+    model, processor = families.load(cfg.family, cfg.device, weights=str(init) if init else None)
     model.train()
     dataset = sft_dataset(cfg.family, train_docs)
     with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
