@@ -1,10 +1,10 @@
 """(a) Loop-aware stopping on models that loop: batched greedy generation over the toy held-out
-pages, generated three ways in one run, with each family's
+pages with two models of each family (--models)
   looper  a looping organism: the toy SFT model fine-tuned so a dot run, once begun, runs on (as a
           large model's loop does; benchmarks/common.py:toy_looper, built once, 1-3 min)
   sft     the toy sweep's SFT model itself, whose dot runs mostly end on their own after 100-300
           tokens: at a budget below that they count as loops, above it they are not
-and each model
+each generating three ways in one run:
   full   every row runs until it ends or hits the token limit (evaluation's default)
   stop   LoopStop cuts a row once its tail repeats (it counts as degenerate): at the rule's 4
          repeats, and at stricter thresholds (--stop-repeats), trading savings for agreement
@@ -15,7 +15,7 @@ measured in wall-clock seconds (the fastest of --repeats interleaved passes) and
 Label agreement: the stop labels (cut, or the paper's rule) against the full-length labels.
 A family whose model never loops at a budget has no overhead to remove there (n/a).
 
-    python benchmarks/loop_stop.py --models looper sft --limits 160 512 --out results/benchmarks/loop_stop.md
+    python benchmarks/loop_stop.py --models looper --limits 160 512 1024 --stop-repeats 4 12 --repeats 3 --threads 2 --out results/benchmarks/loop_stop.md
 """
 import argparse
 from omegaconf import OmegaConf
