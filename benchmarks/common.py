@@ -19,18 +19,18 @@ from degenbench.stages.store import build_once
 
 
 def toy_sft_dir(family: str, overrides: list[str] = ()):
-    """(cfg, SFT artifact folder, held-out docs) of the toy sweep's SFT model of `family`."""
+    """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
                    f"paths.results_dir={ROOT / 'results'}", *overrides])  # the sweep's store, from anywhere
-    _, held = load_split(cfg.data, cfg.seed)
+    train, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
-    return cfg, sft, held
+    return cfg, sft, train, held
 
 
 def toy_sft(family: str, overrides: list[str] = ()):
     """(cfg, model, processor, held-out docs) of the toy sweep's SFT model of `family`."""
-    cfg, sft, held = toy_sft_dir(family, overrides)
+    cfg, sft, _, held = toy_sft_dir(family, overrides)
     model, processor = load_trained(cfg, sft / MODEL_DIR)
     return cfg, model, processor, held
 
@@ -92,10 +92,9 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     from degenbench.stages.sft import train_sft
     from degenbench.stages.store import key_of
 
-    cfg, sft, held = toy_sft_dir(family)
+    cfg, sft, train, held = toy_sft_dir(family)
     lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "max_steps": steps, "learning_rate": lr,
                                           "warmup_steps": 0, "logging_steps": 10}})
-    train, _ = load_split(cfg.data, cfg.seed)
     docs = [looping_answer(d, run) for d in train]
     key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
     out = build_once(cfg.paths.artifacts_dir, "looper", family, key,

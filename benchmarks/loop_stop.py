@@ -56,7 +56,8 @@ lines = ["| model | family | limit | cut at repeats | degenerate (full) | second
          "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
-def measure(which: str, family: str) -> None:
+def measure(which: str, family: str) -> int:
+    """Add `family`'s rows to the table; returns how many pages it generated for."""
     cfg, model, processor, held = (toy_looper if which == "looper" else toy_sft)(family)
     images = [d.load_image() for d in held]
     rule = dict(cfg.generation.loop_rule)
@@ -89,11 +90,10 @@ def measure(which: str, family: str) -> None:
                 f"{steps['clean']} | {share(steps['full'], steps[k], steps['clean'], any(label_full))} | {agree:.2%} | "
                 f"{sum(o.loop_stopped for o in outs[k])} | {missed} / {extra} |")
             print(lines[-1], flush=True)
+    return len(images)
 
 
-for which in args.models:
-    for family in args.families:
-        measure(which, family)
+pages = {measure(which, family) for which in args.models for family in args.families}
 models = " and ".join({"looper": "looping organisms", "sft": "toy SFT models"}[m] for m in args.models)
-emit(f"Loop-aware stopping: {models}, 256 held-out pages, batch {args.batch_size}, {n_threads} threads, "
+emit(f"Loop-aware stopping: {models}, {'/'.join(map(str, sorted(pages)))} held-out pages, batch {args.batch_size}, {n_threads} threads, "
      f"best of {args.repeats}", lines, args.out)

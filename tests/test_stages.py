@@ -209,9 +209,8 @@ def test_sft_from_given_weights_starts_there_not_at_the_base(beta_sweep, tmp_pat
     train, _ = load_split(cfg.data, cfg.seed)
     for name, init in [("again", sft), ("base", None)]:
         train_sft(cfg, train[:2], tmp_path / name, init=init)
-    weights = {p: load_file(p / "model.safetensors") for p in [sft, tmp_path / "again" / MODEL_DIR,
-                                                               tmp_path / "base" / MODEL_DIR]}
-    sft_w, again, base = weights.values()
+    sft_w, again, base = (load_file(p / "model.safetensors")
+                          for p in [sft, tmp_path / "again" / MODEL_DIR, tmp_path / "base" / MODEL_DIR])
     assert sft_w.keys() == again.keys() == base.keys()
     assert all(torch.equal(sft_w[k], again[k]) for k in sft_w)  # lr 0: exactly the weights it started from
     assert not all(torch.equal(sft_w[k], base[k]) for k in sft_w)  # which are not the base's
