@@ -87,8 +87,8 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
     fine-tuned further on its own training pages, where every answer with a dot leader runs on in
     dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
-    every limit measured, up to 1024); the toy SFT models' dot runs end on their own after 100-300
-    tokens."""
+    every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
+    512 tokens."""
     from degenbench.stages.sft import train_sft
     from degenbench.stages.store import key_of
 

@@ -1,8 +1,8 @@
 """(a) Loop-aware stopping on models that loop: batched greedy generation over the toy held-out
 pages with two models of each family (--models)
   looper  a looping organism: the toy SFT model fine-tuned so a dot run, once begun, runs on (as a
-          large model's loop does; benchmarks/common.py:toy_looper, built once, 1-3 min)
-  sft     the toy sweep's SFT model itself, whose dot runs mostly end on their own after 100-300
+          large model's loop does; benchmarks/common.py:toy_looper, built once, 1-2 min)
+  sft     the toy sweep's SFT model itself, whose dot runs mostly end on their own before 512
           tokens: at a budget below that they count as loops, above it they are not
 each generating three ways in one run:
   full   every row runs until it ends or hits the token limit (evaluation's default)
