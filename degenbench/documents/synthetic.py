@@ -116,6 +116,29 @@ def render(fields: dict, cols: int, margin_cols: int, body_lines: int, cell: int
                                                   *body, (body_lines + 1, 0, fields["footer"])])
 
 
+A4 = (1240, 1754)  # an A4 page at 150 dpi
+
+
+def render_a4(fields: dict, size: tuple[int, int] = A4, font_px: int = 24) -> Image.Image:
+    """A page as a scanner gives it (A4 proportions, free layout, wide white margins): header
+    centred at the top, margin note in the left margin, body lines, footer at the bottom."""
+    w, h = size
+    img = Image.new("L", size, 255)
+    draw, font, big = ImageDraw.Draw(img), _font(font_px), _font(int(font_px * 1.3))
+    draw.text((w // 2, h // 12), fields["header"], font=big, fill=0, anchor="mm")
+    draw.text((w // 20, h // 6), fields["margin"], font=font, fill=0, anchor="la")
+    for i, line in enumerate(fields["text"].split("\n")):
+        draw.text((w // 6, h // 6 + i * int(font_px * 1.6)), line, font=font, fill=0, anchor="la")
+    draw.text((w // 2, h - h // 14), fields["footer"], font=font, fill=0, anchor="mm")
+    return img.convert("RGB")
+
+
+def a4_fields(n_docs: int, seed: int, body_lines: int = 12, cols: int = 64, repetitive: float = 0.0) -> list[dict]:
+    """The fields of `n_docs` A4 pages (longer lines and more of them than the grid pages)."""
+    return [sample_fields(random.Random(f"degenbench-a4:{seed}:{i}"), cols, 8, body_lines, repetitive)
+            for i in range(n_docs)]
+
+
 def generate(n_docs: int, seed: int, cols: int = 24, margin_cols: int = 6, body_lines: int = 4,
              cell: int = 28, repetitive: float = 0.0, first: int = 0) -> list[Document]:
     """Pages `first` .. `first + n_docs - 1` of the seeded stream (page i is the same page for
