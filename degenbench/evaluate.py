@@ -20,8 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from degenbench import io, tracking
-from degenbench.documents import BadDocument, Document
-from degenbench.generate import generate
+from degenbench.documents import Document, open_pages
+from degenbench.families import release
+from degenbench.generate import decoding_record, generate
 from degenbench.metrics import score_output, settings, summarize
 from degenbench.stages import store
 from degenbench.stages.common import load_trained
@@ -31,18 +32,6 @@ log = logging.getLogger(__name__)
 
 def run_label(cfg: DictConfig) -> str:
     return f"{cfg.run_name}-b{cfg.dpo.beta}" if cfg.stage == "dpo" else cfg.run_name
-
-
-def _load_images(docs: list[Document], max_pixels: int | None, skipped: list[dict]):
-    """Open each page; an unreadable one becomes a counted skip with its reason."""
-    ok = []
-    for d in docs:
-        try:
-            ok.append((d, d.load_image(max_pixels)))
-        except BadDocument as e:
-            log.warning("skipping document %s: %s", d.id, e)
-            skipped.append({"id": d.id, "reason": str(e)})
-    return ok
 
 
 def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
@@ -62,13 +51,13 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
 
 def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics):
     skipped = []
-    batch = _load_images(docs, cfg.data.get("max_image_pixels"), skipped)
+    batch = open_pages(docs, cfg.data.get("max_image_pixels"), skipped)
     if not batch:
         return [], skipped
     outputs = generate(model, processor, cfg.family, [im for _, im in batch], cfg.generation)
     return [{"doc_id": doc.id, "truth": doc.text, "prediction": out.text,
              "new_tokens": out.new_tokens, "hit_limit": out.hit_limit, "loop_stopped": out.loop_stopped,
-             "seconds": out.seconds, "batch": i, "token_ids": out.token_ids,
+             "seconds": out.seconds, "batch": i, "token_ids": out.token_ids, **out.inputs,
              **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped)}
             for (doc, _), out in zip(batch, outputs)], skipped
 
@@ -99,6 +88,8 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
 
     model, processor = load_trained(cfg, model_dir)
     table, skipped = evaluate(cfg, model, processor, docs, shards=run_dir / "shards")
+    decoding = decoding_record(model, cfg.generation)
+    release(model)  # a vLLM engine holds its GPU until shut down; the next job may train
     table.insert(0, "run_id", run_id)
     for col, val in (("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
                      ("size", cfg.family.size), ("family", cfg.family.name)):
@@ -110,6 +101,7 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
                "stage": cfg.stage, "beta": cfg.dpo.beta if cfg.stage == "dpo" else None,
                "seed": cfg.seed, "pretrained": str(cfg.family.pretrained),
                "model_dir": str(model_dir) if model_dir else None, **(note or {}),
+               "decoding": decoding,
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha)}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
     summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from hydra.utils import get_class
@@ -17,8 +18,12 @@ def known_families() -> list[str]:
 
 
 def pick_device(device: str) -> torch.device:
+    """`auto`: this process's GPU (under `accelerate launch`, rank LOCAL_RANK's, so that no rank
+    loads its model onto another's GPU before the trainer places it), else the CPU."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(device)
 
 
@@ -47,16 +52,48 @@ def source_of(family: DictConfig) -> str:
 
 
 def load_processor(family: DictConfig, source: str | None = None):
-    """The family's processor, with its image bounds; left padding for batched generation."""
+    """The family's processor, with its image bounds; left padding for batched generation.
+    Generation, TRL's SFT and DPO collators and vLLM all size a page through these bounds, so a
+    page is the same image tokens everywhere. A hub preprocessor_config.json's own min_pixels /
+    max_pixels override `size` inside Qwen2VLImageProcessor: both are passed, then checked."""
     source = source or source_of(family)
-    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels}} \
+    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels},
+              "min_pixels": family.min_pixels, "max_pixels": family.max_pixels} \
         if family.arch == "qwen2_5_vl" else {}
     if family.size == "shape":  # the stand-in's tokenizer, the real image input
         kwargs |= OmegaConf.to_container(family.sizes.shape.get("processor_kwargs") or {})
     processor = get_class(family.processor_class).from_pretrained(
         source, trust_remote_code=family.trust_remote_code, **kwargs)
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
+    _check_bounds(processor.image_processor, family, source)
     return processor
+
+
+def _check_bounds(image_processor, family: DictConfig, source: str) -> None:
+    size = image_processor.size
+    if family.arch == "qwen2_5_vl":
+        got = (size["shortest_edge"], size["longest_edge"])
+    else:  # Gemma3: every page is resized to one fixed size
+        got = (size["height"] * size["width"],) * 2
+    if got != (family.min_pixels, family.max_pixels):
+        raise ValueError(f"{source}'s image processor sizes pages to {got[0]}-{got[1]} pixels, but family "
+                         f"{family.name} ({family.size}) says min_pixels={family.min_pixels}, max_pixels="
+                         f"{family.max_pixels}; set family.sizes.{family.size}.min_pixels / max_pixels to match")
+
+
+def own_decoding(model) -> dict:
+    """Set the checkpoint's decoding defaults aside: degenbench's config decides every setting
+    (generate fills whatever a GenerationConfig leaves unset from model.generation_config, so a
+    hub file's top_k 1 or repetition_penalty 1.05 would otherwise apply). Only the token ids stay.
+    Returns what the checkpoint asked for, to record beside what ran."""
+    from transformers import GenerationConfig
+
+    published = model.generation_config.to_diff_dict()
+    published.pop("transformers_version", None)
+    ids = {k: published[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if published.get(k) is not None}
+    model.generation_config = GenerationConfig(**ids)
+    model.checkpoint_decoding = {k: v for k, v in published.items() if k not in ids}
+    return model.checkpoint_decoding
 
 
 def load(family: DictConfig, device: str = "auto", weights: str | None = None):
@@ -88,8 +125,24 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
         raise OSError(f"cannot load {family.name} from {source!r}: {e}\nWithout the hub, point "
                       f"family.sizes.real.pretrained at a local snapshot, or use family.size=tiny "
                       "for the offline stand-in.") from e
+    own_decoding(model)
     processor = load_processor(family, source)
     log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, weights or source, dev, dtype,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor
 
+
+
+def release(model) -> None:
+    """Free a generation model's memory before the next stage needs it (a vLLM engine holds its
+    GPU memory until shut down)."""
+    import gc
+
+    if type(model).__module__.startswith("vllm"):
+        from degenbench.backends import vllm
+
+        vllm.release(model)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

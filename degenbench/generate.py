@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from tokenizers.decoders import DecodeStream
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteriaList
 
-from degenbench.metrics.degeneration import is_degenerate
+from degenbench.loopstop import LoopStop
 
 
 @dataclass
@@ -20,55 +19,8 @@ class Output:
     new_tokens: int
     hit_limit: bool  # ran out of max_new_tokens without an end-of-turn token
     seconds: float  # this row's equal share of its batch's wall clock
-    loop_stopped: bool = False  # cut by LoopStop: it met the degeneration rule before the limit
-
-
-class LoopStop(StoppingCriteria):
-    """Per-row loop-aware stopping: a row whose text so far meets the degeneration rule's tail
-    test (its last `tail_chars` characters occur `min_repeats` times) is finished at once, so a
-    loop no longer holds its whole batch to the token limit. Rows that ended on their own are
-    left alone. `stopped_at[i]` is the number of generated tokens row i had when it was cut.
-    Each row's text grows by one token a step through the tokenizer's incremental decoder
-    (tokenizers' DecodeStream): re-decoding every row at every step cost more than a tiny
-    model's decoding step saves."""
-
-    def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
-                 min_repeats: int = 4, every: int = 1):
-        self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
-        self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
-        self.stopped_at: dict[int, int] = {}
-        self.ended: list[bool] = []
-        self.rust = getattr(tokenizer, "_tokenizer", None)  # a fast tokenizer's own: decodes incrementally
-        self.streams, self.texts = [], []
-
-    def _stream(self, gen: torch.LongTensor, live: list[int]) -> list[str]:
-        """The live rows' texts so far, each grown by its newest token (special tokens skipped,
-        as in the final output)."""
-        if gen.shape[1] == 1:
-            self.streams = [DecodeStream(skip_special_tokens=True) for _ in range(len(gen))]
-            self.texts = [""] * len(gen)
-        last = gen[:, -1].tolist()
-        for i in live:
-            self.texts[i] += self.streams[i].step(self.rust, last[i]) or ""  # None: a character still incomplete
-        return [self.texts[i] for i in live]
-
-    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
-        gen = input_ids[:, self.prompt_len:]
-        n = gen.shape[1]
-        self.eos = self.eos.to(gen.device)  # a no-op after the first step
-        last = torch.isin(gen[:, -1], self.eos).tolist()  # rows that just ended
-        self.ended = [a or b for a, b in zip(self.ended, last)] if n > 1 else last
-        live = [i for i in range(len(gen)) if i not in self.stopped_at and not self.ended[i]]
-        texts = self._stream(gen, live) if self.rust is not None else None
-        if n % self.every == 0 and live:  # +generation.loop_rule.every=4: a quarter of the checks
-            if texts is None:  # a slow tokenizer: decode the rows whole
-                texts = self.tok.batch_decode(gen[live], skip_special_tokens=True)
-            for i, text in zip(live, texts):
-                if is_degenerate(text, True, self.tail_chars, self.min_repeats):
-                    self.stopped_at[i] = n
-        done = torch.zeros(len(gen), dtype=torch.bool, device=input_ids.device)
-        done[list(self.stopped_at)] = True
-        return done
+    loop_stopped: bool = False  # cut by LoopStop: caught in a loop before the limit
+    inputs: dict = field(default_factory=dict)  # the prompt as the model saw it: tokens, image tokens, BOS
 
 
 def messages(family: DictConfig, image: Image.Image, answer: str | None = None) -> list[dict]:
@@ -83,7 +35,9 @@ def messages(family: DictConfig, image: Image.Image, answer: str | None = None) 
 
 
 def encode(processor, family: DictConfig, images: list[Image.Image]):
-    """Model inputs for a batch of pages (left-padded, generation prompt appended)."""
+    """Model inputs for a batch of pages (left-padded, generation prompt appended). The chat
+    template writes the special tokens (Gemma's <bos> among them): the tokenizer adds none, as in
+    TRL's training collators (a Gemma tokenizer would otherwise prepend a second <bos>)."""
     chats = [messages(family, im) for im in images]
     texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
     if family.vision_utils == "qwen":
@@ -92,7 +46,18 @@ def encode(processor, family: DictConfig, images: list[Image.Image]):
         vision, _ = process_vision_info(chats)
     else:
         vision = [[im] for im in images]
-    return processor(text=texts, images=vision, padding=True, return_tensors="pt")
+    return processor(text=texts, images=vision, padding=True, return_tensors="pt", add_special_tokens=False)
+
+
+def input_stats(input_ids: torch.Tensor, attention_mask: torch.Tensor, processor) -> list[dict]:
+    """Per row: prompt tokens, image tokens and BOS tokens, as the model receives them (the same
+    count for generation and for TRL's training batches: one page, one size, one BOS)."""
+    tok = processor.tokenizer
+    # Gemma3's processor names its <start_of_image>; the tokenizer names the soft tokens that fill the image
+    image, bos = tok.convert_tokens_to_ids(getattr(tok, "image_token", None) or processor.image_token), tok.bos_token_id
+    return [{"prompt_tokens": int(m.sum()), "image_tokens": int((ids == image).sum()),
+             "bos_tokens": int((ids[m.bool()] == bos).sum()) if bos is not None else 0}
+            for ids, m in zip(input_ids, attention_mask)]
 
 
 def _eos_ids(model) -> set[int]:
@@ -100,24 +65,65 @@ def _eos_ids(model) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos])
 
 
-@torch.inference_mode()
-def generate(model, processor, family: DictConfig, images: list[Image.Image], gen: DictConfig,
-             num_return_sequences: int = 1) -> list[Output]:
-    """Generate for a batch of pages; row i * num_return_sequences + j is page i's j-th sample.
-    `model` is an HF model, or a vLLM engine with generation.backend=vllm."""
+def decoding(model, gen: DictConfig, n: int = 1, pad_token_id: int | None = None) -> GenerationConfig:
+    """The GenerationConfig degenbench runs: every decoding setting from `gen` (generation.* or
+    sampling.*), nothing from the checkpoint's generation_config.json unless `gen.inherit` names
+    it (e.g. [repetition_penalty] to decode as the model card does). Stop ids stay the model's."""
+    from degenbench.families import own_decoding
+
+    if not hasattr(model, "checkpoint_decoding"):  # a model not loaded by families.load
+        own_decoding(model)
+    settings = dict(max_new_tokens=gen.max_new_tokens, do_sample=bool(gen.do_sample), num_return_sequences=n,
+                    repetition_penalty=gen.repetition_penalty, no_repeat_ngram_size=gen.no_repeat_ngram_size)
+    if gen.do_sample:  # top_k 0: no top-k cut (transformers would apply its default 50)
+        settings |= dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or 0)
+    for key in gen.get("inherit") or []:
+        if key not in model.checkpoint_decoding:
+            raise ValueError(f"{gen._get_full_key('inherit')} names {key!r}, which the checkpoint's "
+                             f"generation_config.json does not set (it sets {sorted(model.checkpoint_decoding)})")
+        settings[key] = model.checkpoint_decoding[key]
+    ids = {k: v for k, v in model.generation_config.to_diff_dict().items()
+           if k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    if pad_token_id is not None:  # the tokenizer's, which pads the batch
+        ids["pad_token_id"] = pad_token_id
+    return GenerationConfig(**ids, **settings)
+
+
+def decoding_record(model, gen: DictConfig, n: int = 1) -> dict:
+    """What a run records about its decoding: the settings applied and what the checkpoint's
+    generation_config.json asked for and degenbench did not apply."""
     if gen.get("backend", "hf") == "vllm":
         from degenbench.backends import vllm
 
-        return vllm.generate(model, processor, family, images, gen, num_return_sequences)
+        return vllm.decoding_record(gen, n)
+    applied = decoding(model, gen, n).to_diff_dict()
+    applied.pop("transformers_version", None)
+    inherited = set(gen.get("inherit") or [])
+    return {"backend": "hf", "applied": applied,
+            "checkpoint_not_applied": {k: v for k, v in model.checkpoint_decoding.items() if k not in inherited}}
+
+
+@torch.inference_mode()
+def generate(model, processor, family: DictConfig, images: list[Image.Image], gen: DictConfig,
+             num_return_sequences: int = 1, seed: int | None = None) -> list[Output]:
+    """Generate for a batch of pages; row i * num_return_sequences + j is page i's j-th sample.
+    `model` is an HF model, or a vLLM engine with generation.backend=vllm. `seed`: sampling
+    seed of this batch (the same samples however the batches are run)."""
+    if gen.get("backend", "hf") == "vllm":
+        from degenbench.backends import vllm
+
+        return vllm.generate(model, processor, family, images, gen, num_return_sequences, seed)
+    if seed is not None:
+        torch.manual_seed(seed)
     inputs = encode(processor, family, images).to(model.device)
-    sampling = {"temperature": gen.temperature, "top_p": gen.top_p} if gen.do_sample else {}
+    stats = input_stats(inputs["input_ids"], inputs["attention_mask"], processor)
     eos, prompt_len = _eos_ids(model), inputs["input_ids"].shape[1]
-    stop = LoopStop(processor.tokenizer, prompt_len, eos, **gen.loop_rule) if gen.get("loop_stop") else None
+    rule = OmegaConf.to_container(gen.loop_rule, resolve=True) | {"budget": gen.max_new_tokens}
+    stop = LoopStop(processor.tokenizer, prompt_len, eos, **rule) if gen.get("loop_stop") else None
     start = time.perf_counter()
-    out = model.generate(**inputs, max_new_tokens=gen.max_new_tokens, do_sample=gen.do_sample,
-                         num_return_sequences=num_return_sequences,
-                         pad_token_id=processor.tokenizer.pad_token_id,
-                         stopping_criteria=StoppingCriteriaList([stop] if stop else []), **sampling)
+    out = model.generate(**inputs, generation_config=decoding(model, gen, num_return_sequences,
+                                                              processor.tokenizer.pad_token_id),
+                         stopping_criteria=StoppingCriteriaList([stop] if stop else []))
     seconds = time.perf_counter() - start
     results = []
     for row, ids in enumerate(out[:, prompt_len:].tolist()):
@@ -127,5 +133,6 @@ def generate(model, processor, family: DictConfig, images: list[Image.Image], ge
         results.append(Output(
             text=processor.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids,
             new_tokens=len(ids), hit_limit=cut is None and end is None and len(ids) >= gen.max_new_tokens,
-            seconds=seconds / len(out), loop_stopped=cut is not None))
+            seconds=seconds / len(out), loop_stopped=cut is not None,
+            inputs=stats[row // num_return_sequences]))
     return results

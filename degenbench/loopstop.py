@@ -1,0 +1,123 @@
+"""Loop-aware stopping: finish a generated row as soon as it is caught in a loop that would run
+to the token limit, so one loop no longer holds its batch (and labels it as the rule would)."""
+from __future__ import annotations
+
+import bisect
+
+import torch
+from tokenizers.decoders import DecodeStream
+from transformers import StoppingCriteria
+
+from degenbench.metrics.degeneration import is_degenerate, loop_period_onset
+
+
+class LoopStop(StoppingCriteria):
+    """Per-row loop-aware stopping: a row is finished at once when its text meets the
+    degeneration rule's tail test (its last `tail_chars` characters occur `min_repeats` times)
+    AND ends in a loop that has already run for `min_run` of the token budget (a periodic tail,
+    `loop_tail`), so a loop no longer holds its whole batch to the limit. The second condition
+    keeps LoopStop off content that legitimately repeats and then ends (a table of identical
+    rows, a ledger, a form's blank lines): the tail test alone fires on four identical rows.
+    Rows that ended on their own are left alone. `stopped_at[i]` is the number of generated
+    tokens row i had when it was cut. Each row's text grows by one token a step through the
+    tokenizer's incremental decoder (tokenizers' DecodeStream): re-decoding every row at every
+    step cost more than a tiny model's decoding step saves."""
+
+    def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
+                 min_repeats: int = 4, every: int = 1, min_run: float = 0.25, budget: int = 4096,
+                 max_period: int = 200):
+        self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
+        self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
+        self.min_run_tokens, self.max_period = max(1, round(min_run * budget)), max_period
+        self.stopped_at: dict[int, int] = {}
+        self.ended: list[bool] = []
+        self.rust = getattr(tokenizer, "_tokenizer", None)  # a fast tokenizer's own: decodes incrementally
+        self.streams, self.texts, self.lengths = [], [], []
+        self.loops: dict[int, tuple] = {}  # row -> (period, onset, text length when last checked)
+
+    def _stream(self, gen: torch.LongTensor, live: list[int]) -> list[str]:
+        """The live rows' texts so far, each grown by its newest token (special tokens skipped,
+        as in the final output)."""
+        last = gen[:, -1].tolist()
+        for i in live:
+            self.texts[i] += self.streams[i].step(self.rust, last[i]) or ""  # None: a character still incomplete
+        return [self.texts[i] for i in live]
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        gen = input_ids[:, self.prompt_len:]
+        n = gen.shape[1]
+        if n == 1:
+            self.streams = [DecodeStream(skip_special_tokens=True) for _ in range(len(gen))]
+            self.texts, self.lengths, self.loops = [""] * len(gen), [[] for _ in range(len(gen))], {}
+        self.eos = self.eos.to(gen.device)  # a no-op after the first step
+        last = torch.isin(gen[:, -1], self.eos).tolist()  # rows that just ended
+        self.ended = [a or b for a, b in zip(self.ended, last)] if n > 1 else last
+        live = [i for i in range(len(gen)) if i not in self.stopped_at and not self.ended[i]]
+        if self.rust is not None:
+            texts = self._stream(gen, live)
+        else:  # a slow tokenizer: decode the rows whole
+            texts = self.tok.batch_decode(gen[live], skip_special_tokens=True)
+            for i, text in zip(live, texts):
+                self.texts[i] = text
+        for i in live:
+            self.lengths[i].append(len(self.texts[i]))
+        if n % self.every == 0:  # +generation.loop_rule.every=4: a quarter of the checks
+            for i, text in zip(live, texts):
+                if self.looping(i, text):
+                    self.stopped_at[i] = n
+        done = torch.zeros(len(gen), dtype=torch.bool, device=input_ids.device)
+        done[list(self.stopped_at)] = True
+        return done
+
+    def looping(self, i: int, text: str) -> bool:
+        """Row i meets the rule's tail test (cheap, checked first) and its loop has run for at
+        least min_run of the budget. A row's loop (period, onset) is kept while the new text
+        continues it, so a long loop costs a few comparisons a step."""
+        if not is_degenerate(text, True, self.tail_chars, self.min_repeats):
+            return False
+        period, onset, seen = self.loops.get(i, (None, None, 0))
+        if period is None or any(text[j] != text[j - period] for j in range(max(seen, onset + period), len(text))):
+            period, onset = loop_tail(text, self.max_period, self.min_repeats)
+        self.loops[i] = (period, onset, len(text))
+        return period is not None and tokens_since(self.lengths[i], onset) >= self.min_run_tokens
+
+
+def loop_tail(text: str, max_period: int = 200, min_repeats: int = 4) -> tuple[int | None, int | None]:
+    """(period, onset) of the loop `text` ends in: at least `min_repeats` copies of a pattern of
+    up to `max_period` characters; (None, None) if it ends in none. The period is found on the
+    last few copies' worth of text, then the loop is followed back to where it began."""
+    window = text[-max_period * (min_repeats + 1):]
+    period, onset = loop_period_onset(window, max_period)
+    if period is None:
+        return None, None
+    start = len(text) - len(window) + onset
+    while start > 0 and text[start - 1] == text[start - 1 + period]:
+        start -= 1
+    return (period, start) if len(text) - start >= min_repeats * period else (None, None)
+
+
+def tokens_since(lengths: list[int], onset: int) -> int:
+    """How many generated tokens end past character `onset` (`lengths[k]`: the text's length
+    after k + 1 tokens)."""
+    return len(lengths) - bisect.bisect_right(lengths, onset)
+
+
+def loop_cut(text: str, lengths: list[int], rule: dict, budget: int) -> bool:
+    """LoopStop's decision on a whole text at once (the vLLM backend confirms its engine's
+    repetition stops with it; audits replay it). `rule`: generation.loop_rule."""
+    if not is_degenerate(text, True, rule["tail_chars"], rule["min_repeats"]):
+        return False
+    period, onset = loop_tail(text, rule.get("max_period", 200), rule["min_repeats"])
+    return period is not None and tokens_since(lengths, onset) >= max(1, round(rule.get("min_run", 0.25) * budget))
+
+
+def text_lengths(tokenizer, ids: list[int]) -> list[int]:
+    """The decoded text's length after each token, as LoopStop sees it grow."""
+    rust = getattr(tokenizer, "_tokenizer", None)
+    if rust is None:
+        return [len(tokenizer.decode(ids[:k + 1], skip_special_tokens=True)) for k in range(len(ids))]
+    stream, n, out = DecodeStream(skip_special_tokens=True), 0, []
+    for t in ids:
+        n += len(stream.step(rust, t) or "")
+        out.append(n)
+    return out
