@@ -77,6 +77,21 @@ class Document:
             raise BadDocument(f"unreadable image {name}: {type(e).__name__}: {e}; {fix}") from e
 
 
+def open_pages(docs: list["Document"], max_pixels: int | None, skipped: list[dict]) -> list[tuple["Document", Image.Image]]:
+    """(document, page) for each document whose page opens; an unreadable one becomes a counted
+    skip in `skipped`, with its reason."""
+    import logging
+
+    ok = []
+    for d in docs:
+        try:
+            ok.append((d, d.load_image(max_pixels)))
+        except BadDocument as e:
+            logging.getLogger(__name__).warning("skipping document %s: %s", d.id, e)
+            skipped.append({"id": d.id, "reason": str(e)})
+    return ok
+
+
 def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:
     w, h = size
     if max_pixels and w * h > max_pixels:

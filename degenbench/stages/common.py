@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,7 @@ class ResumableWeights:
         from peft import PeftModel
 
         model = model or self.model
-        if isinstance(model, PeftModel):
+        if isinstance(model, PeftModel) or self.is_fsdp_enabled:  # FSDP: its own sharded checkpoint format
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=model.dtype, use_safetensors=True)
         model.load_state_dict(saved.state_dict(), strict=True)
@@ -143,12 +144,32 @@ def wandb_training(cfg: DictConfig, job_type: str, name: str, out: Path):
     """A W&B run around a trainer (transformers' callback logs into the active run). Its id comes
     from the artifact being built, so a resumed build continues its W&B run, not a second one."""
     key = out.name.removesuffix(".partial").rsplit("-", 1)[-1]
-    run = tracking.start(cfg, job_type=job_type, name=name, run_id=f"{job_type}-{key}")
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch: only rank 0 logs
+    run = tracking.start(cfg, job_type=job_type, name=name, run_id=f"{job_type}-{key}") if main else None
     try:
         yield ["wandb"] if run is not None else []
     finally:
         if run is not None:
             run.finish()
+
+
+class InputStats:
+    """A trainer's data collator, wrapped: records the image tokens and BOS tokens of every row
+    training saw, for the artifact's record (the same counts as generation's inputs, or a
+    mismatch shows)."""
+
+    def __init__(self, collator, processor):
+        self.collator, self.processor, self.rows = collator, processor, []
+
+    def __call__(self, examples):
+        from degenbench.generate import input_stats
+
+        batch = self.collator(examples)
+        self.rows += input_stats(batch["input_ids"], batch["attention_mask"], self.processor)
+        return batch
+
+    def summary(self) -> dict:
+        return {k: sorted({r[k] for r in self.rows}) for k in ("image_tokens", "bos_tokens")} | {"rows": len(self.rows)}
 
 
 class LossGuard(TrainerCallback):

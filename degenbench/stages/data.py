@@ -1,12 +1,22 @@
-"""Training data in TRL's conversational vision formats, and the held-out guard."""
+"""Training data in TRL's vision formats, built without holding decoded pages, and the held-out guard.
+
+Pages enter the datasets as what datasets' Image feature stores, a file path or encoded bytes, and
+are decoded one batch at a time by TRL's collators. Each page is first opened with evaluation's
+checks (Document.load_image: size limit, corrupt or truncated files); one that fails is a counted
+skip, recorded with the artifact, never the end of the build.
+"""
 from __future__ import annotations
 
+import io
+import logging
 from collections.abc import Iterable
 
 import datasets
 from omegaconf import DictConfig
 
-from degenbench.documents import Document
+from degenbench.documents import BadDocument, Document
+
+log = logging.getLogger(__name__)
 
 
 def prompt_turn(family: DictConfig) -> list[dict]:
@@ -18,14 +28,61 @@ def answer_turn(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def sft_dataset(family: DictConfig, docs: list[Document]) -> datasets.Dataset:
+def page_ref(doc: Document, max_pixels: int | None = None) -> dict:
+    """The page as datasets stores an image (path or encoded bytes), after evaluation's checks
+    (raises BadDocument). The decoded page is dropped at once."""
+    doc.load_image(max_pixels)
+    if doc.image_path:
+        return {"path": doc.image_path, "bytes": None}
+    if doc.image_bytes is not None:
+        return {"path": None, "bytes": doc.image_bytes}
+    buf = io.BytesIO()
+    doc.image.save(buf, "PNG")  # an in-memory page (synthetic): lossless, a few kB
+    return {"path": None, "bytes": buf.getvalue()}
+
+
+def usable_pages(docs: Iterable[Document], max_pixels: int | None, skipped: list[dict]) -> list[tuple[Document, dict]]:
+    """(document, page_ref) of each document whose page passes the checks; the others are
+    appended to `skipped` with their reason."""
+    out = []
+    for d in docs:
+        try:
+            out.append((d, page_ref(d, max_pixels)))
+        except BadDocument as e:
+            log.warning("skipping training document %s: %s", d.id, e)
+            skipped.append({"id": d.id, "reason": str(e)})
+    return out
+
+
+def with_images(rows: dict) -> datasets.Dataset:
+    """A dataset from columns whose `images` hold page_refs, typed as datasets' Image feature."""
+    return datasets.Dataset.from_dict(rows).cast_column("images", datasets.List(datasets.Image()))
+
+
+def sft_dataset(family: DictConfig, docs: list[Document], max_pixels: int | None = None,
+                skipped: list[dict] | None = None) -> datasets.Dataset:
     """Prompt-completion rows (`images`, `prompt`, `completion`): loss on the JSON answer only."""
-    return datasets.Dataset.from_dict({
-        "doc_id": [d.id for d in docs],
-        "images": [[d.load_image()] for d in docs],
-        "prompt": [prompt_turn(family) for _ in docs],
-        "completion": [answer_turn(d.answer) for d in docs],
+    pages = usable_pages(docs, max_pixels, skipped if skipped is not None else [])
+    if not pages:
+        raise ValueError(f"none of the {len(docs)} training documents has a usable page (see the warnings)")
+    return with_images({
+        "doc_id": [d.id for d, _ in pages],
+        "images": [[ref] for _, ref in pages],
+        "prompt": [prompt_turn(family) for _ in pages],
+        "completion": [answer_turn(d.answer) for d, _ in pages],
     })
+
+
+def preference_texts(processor, family: DictConfig, chosen: str, rejected: str, rejected_finished: bool) -> dict:
+    """prompt, chosen and rejected as the family's chat template renders them (TRL's standard
+    preference format; its collator adds the image). A rejected answer that never finished (it ran
+    into the token limit or LoopStop cut it) stays open, with no end-of-turn after it: DPO then
+    lowers the loop going on, not a loop that then stops."""
+    from trl.data_utils import apply_chat_template
+
+    out = apply_chat_template({"prompt": prompt_turn(family), "chosen": answer_turn(chosen),
+                               "rejected": answer_turn(rejected)}, processor)
+    return {"prompt": out["prompt"], "chosen": out["chosen"], "rejected": out["rejected"] if rejected_finished else rejected}
 
 
 class LeakError(RuntimeError):

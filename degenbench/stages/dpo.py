@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from degenbench.stages.common import (MODEL_DIR, LossGuard, ResumableWeights, fit, load_trained,
+from degenbench.stages.common import (InputStats, MODEL_DIR, LossGuard, ResumableWeights, fit, load_trained,
                                       save_trained, trainer_args, wandb_training)
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def train_dpo(cfg: DictConfig, sft_dir: Path, pairs_dir: Path, out: Path) -> dic
                          loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights else None)
         trainer = Trainer(model=model, ref_model=None, args=args, train_dataset=dataset,
                              processing_class=processor, callbacks=[LossGuard(), watch])
+        trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
         result = fit(trainer, out, f"DPO of {cfg.family.name} (beta {cfg.dpo.beta})")
     save_trained(trainer, processor, out)
     return {"beta": cfg.dpo.beta, "steps": result.global_step, "train_loss": result.training_loss,
-            "n_pairs": len(dataset), "logps_chosen": watch.values,
+            "n_pairs": len(dataset), "logps_chosen": watch.values, "inputs": inputs.summary(),
             "log_history": trainer.state.log_history}

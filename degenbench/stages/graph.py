@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench import evaluate, standins
 from degenbench.config import validate
+from degenbench.families import load_processor, release
 from degenbench.documents import load_split
 from degenbench.stages import launch
 from degenbench.stages.common import MODEL_DIR, load_trained
@@ -35,6 +36,7 @@ def base_spec(cfg: DictConfig) -> dict:
     """What defines the starting model: the family, with a stand-in's recipe in place of its path."""
     fam = OmegaConf.to_container(cfg.family, resolve=True)
     fam.pop("sizes")
+    fam.pop("train")  # batch sizes and memory savers: the training stages' keys hold them
     if cfg.family.size == "tiny":
         fam["pretrained"] = standins.recipe_hash(cfg.family)
     return fam
@@ -90,11 +92,14 @@ def run_job(cfg: DictConfig) -> Path:
 
         def sample(tmp):
             model, processor = load_trained(cfg, sft_dir / MODEL_DIR)
-            return sample_candidates(cfg, model, processor, train, tmp)
+            try:
+                return sample_candidates(cfg, model, processor, train, tmp)
+            finally:
+                release(model)  # the engine's memory goes before DPO trains
 
         def pairs(tmp):
             cands = pd.read_parquet(cand_dir / CANDIDATES)
-            return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp)
+            return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp, load_processor(cfg.family))
 
         cand_dir = build_once(root, "candidates", fam, keys.candidates, sample, resumable=True)
         pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs)

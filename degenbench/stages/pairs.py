@@ -1,16 +1,17 @@
-"""Preference pairs from judged candidates, saved in TRL's vision preference format."""
+"""Preference pairs from judged candidates, saved in TRL's standard vision preference format: the
+chat template already applied (so a rejected answer that never finished stays open, see
+data.preference_texts), the page as an encoded image."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-import datasets
 import pandas as pd
 from omegaconf import DictConfig
 
 from degenbench import io
 from degenbench.documents import Document
-from degenbench.stages.data import answer_turn, prompt_turn
+from degenbench.stages.data import page_ref, preference_texts, with_images
 
 log = logging.getLogger(__name__)
 DATASET, STATS, JUDGED = "dataset", "stats.json", "judged.parquet"
@@ -29,10 +30,11 @@ def _rejected(group: pd.DataFrame, chosen_quality: float, how: str, k: int) -> p
     raise ValueError(f"pairs.rejected={how!r} is unknown; use degenerate, worst or mixed")
 
 
-def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame, out: Path) -> dict:
-    """`out/dataset` (images, prompt, chosen, rejected, doc_id) and `out/stats.json`."""
+def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame, out: Path, processor) -> dict:
+    """`out/dataset` (images, prompt, chosen, rejected, rejected_finished, doc_id) and
+    `out/stats.json`; `processor` renders the family's chat template."""
     p = cfg.pairs
-    rows = {"doc_id": [], "images": [], "prompt": [], "chosen": [], "rejected": []}
+    rows = {"doc_id": [], "images": [], "prompt": [], "chosen": [], "rejected": [], "rejected_finished": []}
     counts = {"docs_without_chosen": 0, "chosen_from_candidate": 0, "chosen_from_truth": 0,
               "docs_with_pairs": 0}
     for doc_id, group in judged.groupby("doc_id", sort=False):
@@ -49,15 +51,16 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
             continue
         counts[f"chosen_from_{source}"] += 1
         counts["docs_with_pairs"] += 1
-        image = docs[doc_id].load_image()
-        for text in rejected["text"]:
+        image = page_ref(docs[doc_id], cfg.data.get("max_image_pixels"))  # it was sampled: it opens
+        cut = rejected["hit_limit"] | rejected.get("loop_stopped", False)
+        for text, unfinished in zip(rejected["text"], cut):
             rows["doc_id"].append(doc_id)
             rows["images"].append([image])
-            rows["prompt"].append(prompt_turn(cfg.family))
-            rows["chosen"].append(answer_turn(chosen))
-            rows["rejected"].append(answer_turn(text))
+            rows["rejected_finished"].append(not unfinished)
+            for k, v in preference_texts(processor, cfg.family, chosen, text, not unfinished).items():
+                rows[k].append(v)
     if rows["doc_id"]:  # `datasets` cannot reload an empty saved dataset; stats say why it is empty
-        datasets.Dataset.from_dict(rows).save_to_disk(str(out / DATASET))
+        with_images(rows).save_to_disk(str(out / DATASET))
     judged.drop(columns=["token_ids"], errors="ignore").to_parquet(out / JUDGED, index=False)
     n_deg = judged.groupby("doc_id")["degenerate"].any()
     stats = {
@@ -68,6 +71,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
         "good_candidates": int(judged["good"].sum()),
         "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),
         "family": cfg.family.name, "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
+        "rejected_unfinished": sum(not f for f in rows["rejected_finished"]),
     }
     io.write_json(out / STATS, stats)
     log.info("pairs %s: %d pairs from %d documents (%d of them with a degenerate candidate)",

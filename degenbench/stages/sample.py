@@ -5,13 +5,12 @@ import logging
 import shutil
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from degenbench import io
-from degenbench.documents import Document
-from degenbench.generate import generate
+from degenbench.documents import Document, open_pages
+from degenbench.generate import decoding_record, generate
 from degenbench.stages.store import Shards
 
 log = logging.getLogger(__name__)
@@ -27,17 +26,21 @@ def sample_candidates(cfg: DictConfig, model, processor, docs: list[Document], o
     shards = Shards(out / "shards", len(starts), f"sampling {cfg.family.name}")
     with tqdm(total=len(docs), desc=f"sample {cfg.family.name}", unit="doc") as bar:
         for b, start in enumerate(starts):
-            batch = docs[start:start + s.batch_size]
             if b not in shards.kept:
-                torch.manual_seed(s.seed * 1_000_003 + b)  # per-batch seed: same samples batch by batch
-                outs = generate(model, processor, cfg.family, [d.load_image() for d in batch], s,
-                                num_return_sequences=s.n)
+                skipped = []  # pages that fail evaluation's checks: counted, never sampled
+                batch = open_pages(docs[start:start + s.batch_size], cfg.data.get("max_image_pixels"), skipped)
+                outs = generate(model, processor, cfg.family, [im for _, im in batch], s,
+                                num_return_sequences=s.n, seed=s.seed * 1_000_003 + b) if batch else []
                 shards.put(b, [{"doc_id": doc.id, "candidate": j, "text": o.text, "new_tokens": o.new_tokens,
-                                "hit_limit": o.hit_limit, "loop_stopped": o.loop_stopped, "token_ids": o.token_ids}
-                               for i, doc in enumerate(batch) for j, o in enumerate(outs[i * s.n:(i + 1) * s.n])])
-            bar.update(len(batch))
-    table, _ = shards.read()
+                                "hit_limit": o.hit_limit, "loop_stopped": o.loop_stopped, "token_ids": o.token_ids,
+                                **o.inputs}
+                               for i, (doc, _) in enumerate(batch) for j, o in enumerate(outs[i * s.n:(i + 1) * s.n])],
+                           skipped)
+            bar.update(len(docs[start:start + s.batch_size]))
+    table, skipped = shards.read()
     with io.atomic_path(out / CANDIDATES) as tmp:
         table.to_parquet(tmp, index=False)
     shutil.rmtree(out / "shards")
-    return {"n_docs": len(docs), "n_candidates": len(table), "resumed_batches": len(shards.kept)}
+    return {"n_docs": len(docs) - len(skipped), "n_candidates": len(table), "resumed_batches": len(shards.kept),
+            "n_skipped": len(skipped), "skipped": skipped,
+            "decoding": decoding_record(model, s, s.n)}

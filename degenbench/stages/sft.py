@@ -9,7 +9,7 @@ from trl import SFTConfig, SFTTrainer
 
 from degenbench import families
 from degenbench.documents import Document
-from degenbench.stages.common import (LossGuard, ResumableWeights, fit, lora_config, save_trained,
+from degenbench.stages.common import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
                                       trainer_args, wandb_training)
 from degenbench.stages.data import sft_dataset
 
@@ -25,16 +25,19 @@ def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path
     to `out/model` (safetensors)."""
     model, processor = families.load(cfg.family, cfg.device, weights=str(init) if init else None)
     model.train()
-    dataset = sft_dataset(cfg.family, train_docs)
+    skipped = []  # pages that fail evaluation's checks: counted, named, recorded with the artifact
+    dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped)
     with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
         args = SFTConfig(**trainer_args(cfg, cfg.sft, out, report_to), completion_only_loss=True)
         trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                              peft_config=lora_config(cfg) if cfg.sft.method == "lora" else None,
                              callbacks=[LossGuard()])
+        trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
         result = fit(trainer, out, f"SFT of {cfg.family.name}")
     save_trained(trainer, processor, out)
     log.info("SFT %s: %d steps, final train loss %.4f", cfg.family.name, result.global_step,
              result.training_loss)
     return {"method": cfg.sft.method, "steps": result.global_step, "train_loss": result.training_loss,
-            "n_docs": len(train_docs), "doc_ids": list(dataset["doc_id"]),
+            "n_docs": len(dataset), "doc_ids": list(dataset["doc_id"]), "n_skipped": len(skipped),
+            "skipped": skipped, "inputs": inputs.summary(),
             "log_history": trainer.state.log_history}
