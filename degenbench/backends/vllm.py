@@ -1,19 +1,31 @@
-"""vLLM backend (`pip install degenbench[vllm]`, `generation.backend=vllm`): the same pages, chat
-template and outputs as the HF backend, with vLLM's continuous batching; loop-aware stopping uses
-vLLM's own repetition detection (SamplingParams.repetition_detection).
+"""vLLM backend (`pip install degenbench[vllm]`, `generation.backend=vllm`, a CUDA machine): the same
+pages, chat template, decoding settings and labels as the HF backend, with vLLM's continuous
+batching. Needs vLLM >= 0.19.1 (repetition_detection came in 0.17.0, transformers 5 in 0.19.1).
 
-A LoRA stage is evaluated through a merged copy of the model (vLLM loads full weights); the
-copy is built once next to the adapter, under the artifact store's rules.
+- Decoding: an explicit SamplingParams from degenbench's config, and `generation_config="vllm"`,
+  so the checkpoint's generation_config.json sampling defaults never apply (its stop ids do).
+- Prompts: tokenized here without special tokens (the chat template writes Gemma's <bos>: vLLM
+  would add a second), the page with the family's pixel bounds (mm_processor_kwargs).
+- Loop stopping: vLLM's repetition detection (a token pattern repeated back to back) is only a
+  trigger. A row it stops is kept as cut only if degenbench's own LoopStop test agrees
+  (loopstop.loop_cut); any other is continued from where it stopped, so a long number ("10000")
+  or a repeated table never ends early, and labels are those of the HF backend.
+
+A LoRA stage is evaluated through a merged copy of the model (vLLM loads full weights); the copy
+is built once next to the adapter, under the artifact store's rules.
 """
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from degenbench.generate import Output, messages
-from degenbench.metrics.degeneration import is_degenerate
+from degenbench.loopstop import loop_cut, text_lengths
+
+MIN_VERSION = "0.19.1"
 
 
 def available() -> bool:
@@ -24,50 +36,108 @@ def available() -> bool:
     return True
 
 
+def engine_kwargs(family: DictConfig) -> dict:
+    kw = dict(dtype=family.dtype, trust_remote_code=bool(family.trust_remote_code),
+              limit_mm_per_prompt={"image": 1}, generation_config="vllm")
+    if family.arch == "qwen2_5_vl":  # the same bounds as the HF processor and TRL's collators
+        kw["mm_processor_kwargs"] = {"min_pixels": family.min_pixels, "max_pixels": family.max_pixels}
+    return kw
+
+
 def load(family: DictConfig, model_dir: str | Path | None, **engine):
     """A vLLM engine on the stage's weights (None: the family's base)."""
     if not available():
         raise ImportError("generation.backend=vllm needs vLLM: pip install 'degenbench[vllm]' (on a "
                           "CUDA machine), or use generation.backend=hf")
-    from vllm import LLM
+    import vllm
+    from packaging.version import Version
 
-    return LLM(model=str(model_dir or family.pretrained), dtype=family.dtype,
-               trust_remote_code=bool(family.trust_remote_code), limit_mm_per_prompt={"image": 1},
-               **engine)
+    if Version(vllm.__version__) < Version(MIN_VERSION):
+        raise ImportError(f"vLLM {vllm.__version__} is too old: degenbench needs >= {MIN_VERSION} "
+                          "(repetition detection, transformers 5)")
+    return vllm.LLM(model=str(model_dir or family.pretrained), **engine_kwargs(family), **engine)
 
 
-def sampling_params(gen: DictConfig, n: int = 1, seed: int | None = None):
-    from vllm import SamplingParams
+def release(llm) -> None:
+    """Free the engine's GPU memory before the next stage trains (vLLM has no LLM.shutdown)."""
+    from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
-    kw = dict(n=n, max_tokens=gen.max_new_tokens, seed=seed,
-              temperature=gen.temperature if gen.do_sample else 0.0,
-              top_p=(gen.top_p or 1.0) if gen.do_sample else 1.0)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    gc.collect()
+    cleanup_dist_env_and_memory()
+
+
+def repetition_detection(rule: dict, budget: int) -> dict:
+    """vLLM's trigger for LoopStop's test: a pattern of 1..size tokens repeated `min_count` times
+    back to back, with min_count x size <= the loop length LoopStop waits for, so the trigger
+    never comes later than LoopStop would cut (earlier triggers are checked and continued)."""
+    run = max(1, round(rule.get("min_run", 0.25) * budget))
+    size = max(1, min(64, run // rule["min_repeats"]))
+    return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": max(2, rule["min_repeats"], run // size)}
+
+
+def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None) -> dict:
+    """SamplingParams arguments for degenbench's decoding settings: every one explicit."""
+    if gen.get("inherit"):
+        raise ValueError(f"generation.backend=vllm cannot inherit {list(gen.inherit)} from the checkpoint; "
+                         "set the values in degenbench's config instead")
+    if gen.no_repeat_ngram_size:
+        raise ValueError("vLLM has no no_repeat_ngram_size; use generation.backend=hf for it")
+    if not gen.do_sample and n > 1:
+        raise ValueError(f"{n} samples of a page with greedy decoding are one sample; set do_sample")
+    kw = dict(n=n, max_tokens=gen.max_new_tokens, seed=seed, repetition_penalty=gen.repetition_penalty,
+              skip_special_tokens=True)
+    if gen.do_sample:
+        kw |= dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or 0)
+    else:
+        kw |= dict(temperature=0.0)
     if gen.get("loop_stop"):
-        from vllm.sampling_params import RepetitionDetectionParams
+        kw["repetition_detection"] = repetition_detection(OmegaConf.to_container(gen.loop_rule, resolve=True),
+                                                          gen.max_new_tokens)
+    return kw
 
-        # a loop of any period up to the rule's tail, repeated as often as the rule asks
-        kw["repetition_detection"] = RepetitionDetectionParams(
-            min_pattern_size=1, max_pattern_size=gen.loop_rule.tail_chars, min_count=gen.loop_rule.min_repeats)
+
+def sampling_params(gen: DictConfig, n: int = 1, seed: int | None = None, max_tokens: int | None = None):
+    from vllm import SamplingParams
+    from vllm.sampling_params import RepetitionDetectionParams
+
+    kw = sampling_kwargs(gen, n, seed)
+    if max_tokens is not None:
+        kw["max_tokens"] = max_tokens
+    if "repetition_detection" in kw:
+        kw["repetition_detection"] = RepetitionDetectionParams(**kw["repetition_detection"])
     return SamplingParams(**kw)
+
+
+def decoding_record(gen: DictConfig, n: int = 1) -> dict:
+    return {"backend": "vllm", "applied": sampling_kwargs(gen, n), "engine": {"generation_config": "vllm"}}
 
 
 def generate(llm, processor, family: DictConfig, images, gen: DictConfig, num_return_sequences: int = 1,
              seed: int | None = None) -> list[Output]:
     """Row i * num_return_sequences + j is page i's j-th sample, as in the HF backend."""
-    prompts = [{"prompt": processor.apply_chat_template(messages(family, im), tokenize=False,
-                                                        add_generation_prompt=True),
-                "multi_modal_data": {"image": im}} for im in images]
+    tok = processor.tokenizer
+    prompts = [tok(processor.apply_chat_template(messages(family, im), tokenize=False, add_generation_prompt=True),
+                   add_special_tokens=False).input_ids for im in images]
+    rule = OmegaConf.to_container(gen.loop_rule, resolve=True)
     start = time.perf_counter()
-    results = llm.generate(prompts, sampling_params(gen, num_return_sequences, seed), use_tqdm=False)
-    seconds = (time.perf_counter() - start) / max(1, len(images) * num_return_sequences)
+    results = llm.generate([{"prompt_token_ids": p, "multi_modal_data": {"image": im}} for p, im in zip(prompts, images)],
+                           sampling_params(gen, num_return_sequences, seed), use_tqdm=False)
+    rows = [(i, list(c.token_ids), c.finish_reason) for i, r in enumerate(results) for c in r.outputs]
     outs = []
-    for r in results:
-        for c in r.outputs:
-            length = c.finish_reason == "length"
-            # vLLM ends a detected repetition before the limit; its finish reason is not the same in
-            # every version, so a row that stopped early and meets the rule's tail test counts as cut
-            cut = bool(gen.get("loop_stop")) and not length and \
-                is_degenerate(c.text, True, gen.loop_rule.tail_chars, gen.loop_rule.min_repeats)
-            outs.append(Output(text=c.text, token_ids=list(c.token_ids), new_tokens=len(c.token_ids),
-                               hit_limit=length, seconds=seconds, loop_stopped=cut))
-    return outs
+    for k, (i, ids, reason) in enumerate(rows):
+        while reason == "repetition" and not loop_cut(tok.decode(ids, skip_special_tokens=True),
+                                                      text_lengths(tok, ids), rule, gen.max_new_tokens):
+            # a false alarm of the trigger: continue the row from where vLLM stopped it
+            left = gen.max_new_tokens - len(ids)
+            (more,) = llm.generate([{"prompt_token_ids": prompts[i] + ids, "multi_modal_data": {"image": images[i]}}],
+                                   sampling_params(gen, 1, None if seed is None else seed + k + len(ids), left),
+                                   use_tqdm=False)
+            ids, reason = ids + list(more.outputs[0].token_ids), more.outputs[0].finish_reason
+        outs.append((ids, reason))
+    seconds = (time.perf_counter() - start) / max(1, len(rows))
+    return [Output(text=tok.decode(ids, skip_special_tokens=True), token_ids=ids, new_tokens=len(ids),
+                   hit_limit=reason == "length", seconds=seconds, loop_stopped=reason == "repetition",
+                   inputs={"prompt_tokens": len(prompts[i])})
+            for (i, _, _), (ids, reason) in zip(rows, outs)]
