@@ -16,6 +16,10 @@ Label agreement: the stop labels (cut, or the paper's rule) against the full-len
 A family whose model never loops at a budget has no overhead to remove there (n/a).
 
     python benchmarks/loop_stop.py --models looper --limits 160 512 1024 --stop-repeats 4 12 --repeats 3 --threads 2 --out results/benchmarks/loop_stop.md
+
+results/benchmarks/loop_stop.md and loop_stop_sft.md were measured with the LoopStop of that time,
+which cut at the tail test alone: `--min-run 0` runs it again. Since then LoopStop also waits for
+the loop to span min_run of the budget (benchmarks/loop_stop_fp.py measures why).
 """
 import argparse
 from omegaconf import OmegaConf
@@ -30,6 +34,9 @@ p.add_argument("--models", nargs="+", default=["looper", "sft"], choices=["loope
 p.add_argument("--limits", type=int, nargs="+", default=[160, 512], help="max_new_tokens to measure at")
 p.add_argument("--stop-repeats", type=int, nargs="+", default=[4, 8, 12],
                help="tail repeats at which LoopStop cuts (4: the rule itself)")
+p.add_argument("--min-run", type=float, default=None,
+               help="LoopStop's min_run (default: generation.loop_rule's); 0 is the LoopStop that made "
+                    "results/benchmarks/loop_stop*.md: the tail test alone")
 p.add_argument("--batch-size", type=int, default=8)
 p.add_argument("--repeats", type=int, default=3, help="timed passes per mode, interleaved; the fastest is kept")
 p.add_argument("--threads", type=int, default=None)
@@ -60,12 +67,13 @@ def measure(which: str, family: str) -> int:
     """Add `family`'s rows to the table; returns how many pages it generated for."""
     cfg, model, processor, held = (toy_looper if which == "looper" else toy_sft)(family)
     images = [d.load_image() for d in held]
-    rule = dict(cfg.generation.loop_rule)
+    rule = {k: cfg.generation.loop_rule[k] for k in ("tail_chars", "min_repeats")}  # the rule itself
     batches = contiguous(len(images), args.batch_size)
     for limit in args.limits:
         full_gen = OmegaConf.merge(cfg.generation, {"max_new_tokens": limit, "loop_stop": False})
         modes = {"full": (full_gen, batches)}
-        modes |= {k: (OmegaConf.merge(full_gen, {"loop_stop": True, "loop_rule": {"min_repeats": k}}), batches)
+        run = {} if args.min_run is None else {"min_run": args.min_run}
+        modes |= {k: (OmegaConf.merge(full_gen, {"loop_stop": True, "loop_rule": {"min_repeats": k, **run}}), batches)
                   for k in args.stop_repeats}
         best, outs = {}, {}
         for _ in range(args.repeats):  # the modes interleaved, so drift and warm-up hit them alike

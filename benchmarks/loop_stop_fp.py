@@ -9,7 +9,8 @@ cut (a cut row is labelled degenerate; the rule says an output that ended is not
 Each is tokenized with the family's tokenizer and replayed through LoopStop token by token, as
 generation runs it: the rule's tail test alone (what LoopStop did before: cut at 4 occurrences of
 the last 15 characters) and LoopStop as configured (the tail test and a loop spanning min_run of
-the budget), at the toy budget (160) and a real one (4096).
+the budget; generation.loop_rule.min_run, 0.5), at the toy budget (160) and a real one (4096). min_run 0 is the tail
+test alone: a loop of any length is cut.
 
     python benchmarks/loop_stop_fp.py --out results/benchmarks/loop_stop_fp.md
 """
@@ -28,7 +29,10 @@ from degenbench.documents import synthetic, truth_json
 from degenbench.loopstop import LoopStop
 
 p = argparse.ArgumentParser()
-p.add_argument("--families", nargs="+", default=["qwen2.5-vl-3b", "gemma-3-4b"])
+p.add_argument("--families", nargs="+", default=["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b",
+                                                "olmocr-2-7b", "gemma-3-4b"])
+p.add_argument("--min-runs", type=float, nargs="+", default=[0.25, 0.5], help="LoopStop's min_run values to audit "
+               "(generation.loop_rule.min_run: 0.5)")
 p.add_argument("--budgets", type=int, nargs="+", default=[160, 4096])
 p.add_argument("--out", default=None)
 args = p.parse_args()
@@ -58,8 +62,8 @@ def cut(tok, ids: list[int], eos: int, rule: dict) -> bool:
     return False
 
 
-lines = ["| source | family | budget | outputs that end on their own | cut by the tail test alone (before) | "
-         "cut by LoopStop as configured |", "|---|---|---|---|---|---|"]
+lines = ["| source | family | budget | outputs that end on their own within it | cut by the tail test alone (before) | " +
+         " | ".join(f"cut at min_run {m}" for m in args.min_runs) + " |", "|---" * (5 + len(args.min_runs)) + "|"]
 toy = {}
 for run in sorted((ROOT / "results/toy/runs").iterdir()):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -73,15 +77,14 @@ for family in args.families:
     for source, texts in sources.items():
         encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for t in texts]
         for budget in args.budgets:
+            fits = [ids for ids in encoded if len(ids) <= budget]  # longer ones would hit the limit
             rule = dict(cfg.generation.loop_rule) | {"budget": budget}
-            before = dict(rule, min_run=0.0)  # a loop of any length: the tail test decides alone
-            n_before = sum(cut(tok, ids, eos, before) for ids in encoded)
-            n_now = sum(cut(tok, ids, eos, rule) for ids in encoded)
-            lines.append(f"| {source} | {family} | {budget} | {len(encoded)} | {n_before} | {n_now} |")
+            counts = [sum(cut(tok, ids, eos, dict(rule, min_run=m)) for ids in fits) for m in [0.0, *args.min_runs]]
+            lines.append(f"| {source} | {family} | {budget} | {len(fits)} | " + " | ".join(map(str, counts)) + " |")
             print(lines[-1], flush=True)
 by_rows = ["", "Tables, by the number of identical rows (qwen2.5-vl-3b's tokenizer, budget 4096): rows cut by the tail "
-           "test alone (before) / by LoopStop as configured, over the four row kinds.\n",
-           "| identical rows | cut before | cut now |", "|---|---|---|"]
+           "test alone (before) / by LoopStop at min_run 0.25 / as configured (0.5), over the four row kinds.\n",
+           "| identical rows | cut before | min_run 0.25 | cut now (0.5) |", "|---|---|---|---|"]
 cfg = compose(["family=qwen2.5-vl-3b"])
 tok = AutoTokenizer.from_pretrained(ROOT / "standins/qwen2.5-vl-3b")
 eos = tok.convert_tokens_to_ids("<|im_end|>")
@@ -89,5 +92,6 @@ rule = dict(cfg.generation.loop_rule) | {"budget": 4096}
 for n in (2, 3, 4, 6, 8, 12, 16, 24, 48):
     encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for _, k, t in tables() if k == n]
     by_rows.append(f"| {n} | {sum(cut(tok, i, eos, dict(rule, min_run=0.0)) for i in encoded)} of {len(encoded)} | "
+                   f"{sum(cut(tok, i, eos, dict(rule, min_run=0.25)) for i in encoded)} of {len(encoded)} | "
                    f"{sum(cut(tok, i, eos, rule) for i in encoded)} of {len(encoded)} |")
 emit("LoopStop's false positives on outputs that end on their own", lines + by_rows, args.out)

@@ -24,7 +24,7 @@ class LoopStop(StoppingCriteria):
     step cost more than a tiny model's decoding step saves."""
 
     def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
-                 min_repeats: int = 4, every: int = 1, min_run: float = 0.25, budget: int = 4096,
+                 min_repeats: int = 4, every: int = 1, min_run: float = 0.5, budget: int = 4096,
                  max_period: int = 200):
         self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
@@ -108,7 +108,7 @@ def loop_cut(text: str, lengths: list[int], rule: dict, budget: int) -> bool:
     if not is_degenerate(text, True, rule["tail_chars"], rule["min_repeats"]):
         return False
     period, onset = loop_tail(text, rule.get("max_period", 200), rule["min_repeats"])
-    return period is not None and tokens_since(lengths, onset) >= max(1, round(rule.get("min_run", 0.25) * budget))
+    return period is not None and tokens_since(lengths, onset) >= max(1, round(rule["min_run"] * budget))
 
 
 def text_lengths(tokenizer, ids: list[int]) -> list[int]:

@@ -90,8 +90,8 @@ def report(results: list[dict], command: str) -> str:
         fmt = lambda d: " / ".join(",".join(map(str, d[k])) for k in ("generation", "sampling", "sft_batches", "dpo_batches"))  # noqa: E731
         rows.append(f"| {r['family']} ({r['hub_id']}) | {', '.join(map(str, r['distinct_samples']))} of {r['n']} | "
                     f"{fmt(it)} | {fmt(bos)} | {r['pairs']['rejected_unfinished']} of {r['pairs']['pairs']} | {r['seconds']} |")
-    settings = ["| family | published generation_config.json | applied in evaluation | applied in sampling | "
-                "recorded as not applied |", "|---" * 5 + "|"]
+    settings = ["| family | published generation_config.json (token ids mapped to the stand-in's) | applied in "
+                "evaluation | applied in sampling | recorded as not applied |", "|---" * 5 + "|"]
     for r in results:
         ev, sa = r["decoding"]["evaluation"], r["decoding"]["sampling"]
         keep = lambda d: {k: v for k, v in d["applied"].items() if not k.endswith("token_id")}  # noqa: E731

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from degenbench import families, rehearsal
-from degenbench.config import compose
+from degenbench.config import ROOT, compose
 from degenbench.documents import load_documents, split
 from degenbench.documents.record import Document
 from degenbench.generate import LoopStop
@@ -98,3 +98,29 @@ def test_real_size_defaults_fit_one_80gb_gpu():
         for stage in ("sft", "dpo"):
             est = memory.estimate(cfg, stage)
             assert est["total_gib"] < 80, (name, stage, est)
+
+
+def test_an_interrupted_fsdp_build_says_it_cannot_resume_unless_asked(tmp_path):
+    """FSDP needs GPUs, so its sharded checkpoints cannot be rehearsed here: an interrupted FSDP
+    build stops with an error that says what to do, instead of resuming on an untested path."""
+    from types import SimpleNamespace
+
+    from degenbench.stages.common import fit
+
+    ckpt = tmp_path / "trainer" / "checkpoint-3"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text("{}")
+    calls = []
+    fsdp = SimpleNamespace(is_fsdp_enabled=True, train=lambda resume_from_checkpoint: calls.append(resume_from_checkpoint))
+    with pytest.raises(RuntimeError, match=r"interrupted under FSDP.*checkpoint.fsdp_resume=true.*delete"):
+        fit(fsdp, tmp_path, "SFT of x")
+    fit(fsdp, tmp_path, "SFT of x", fsdp_resume=True)
+    assert calls == [str(ckpt)]
+
+
+def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu():
+    """benchmarks/real_size.py is the script a lent GPU runs (decode against the bandwidth bound, an
+    SFT and a DPO step through TRL): its --smoke mode runs the same code on the CPU."""
+    out = subprocess.run([sys.executable, "benchmarks/real_size.py", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "| SFT (LoRA" in out.stdout and "| DPO (LoRA" in out.stdout and "| 2 | " in out.stdout

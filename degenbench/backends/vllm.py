@@ -72,7 +72,7 @@ def repetition_detection(rule: dict, budget: int) -> dict:
     """vLLM's trigger for LoopStop's test: a pattern of 1..size tokens repeated `min_count` times
     back to back, with min_count x size <= the loop length LoopStop waits for, so the trigger
     never comes later than LoopStop would cut (earlier triggers are checked and continued)."""
-    run = max(1, round(rule.get("min_run", 0.25) * budget))
+    run = max(1, round(rule["min_run"] * budget))
     size = max(1, min(64, run // rule["min_repeats"]))
     return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": max(2, rule["min_repeats"], run // size)}
 

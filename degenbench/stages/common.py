@@ -57,10 +57,17 @@ def last_checkpoint(folder: Path) -> Path | None:
     return None
 
 
-def fit(trainer, out: Path, what: str):
+def fit(trainer, out: Path, what: str, fsdp_resume: bool = False):
     """trainer.train(), resumed from the newest complete checkpoint a killed build left in
-    `out/trainer` (weights, optimizer, scheduler and RNG: the result equals an uninterrupted run)."""
+    `out/trainer` (weights, optimizer, scheduler and RNG: the result equals an uninterrupted run).
+    Under FSDP the checkpoint is sharded and only transformers' own FSDP loader reads it; that
+    path is not rehearsed here (FSDP needs GPUs), so it is taken only when asked for."""
     ckpt = last_checkpoint(out / "trainer")
+    if ckpt is not None and getattr(trainer, "is_fsdp_enabled", False) and not fsdp_resume:
+        raise RuntimeError(f"{what} was interrupted under FSDP; degenbench cannot vouch for resuming FSDP's sharded "
+                           f"checkpoint {ckpt} (its resume is tested under DDP and on one process only). Rerun with "
+                           f"checkpoint.fsdp_resume=true to resume through transformers' FSDP loader, or delete "
+                           f"{out} to train from the start")
     if ckpt is not None:
         log.info("resuming %s from %s", what, ckpt)
     return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)

@@ -53,7 +53,7 @@ def train_dpo(cfg: DictConfig, sft_dir: Path, pairs_dir: Path, out: Path) -> dic
         trainer = Trainer(model=model, ref_model=None, args=args, train_dataset=dataset,
                              processing_class=processor, callbacks=[LossGuard(), watch])
         trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
-        result = fit(trainer, out, f"DPO of {cfg.family.name} (beta {cfg.dpo.beta})")
+        result = fit(trainer, out, f"DPO of {cfg.family.name} (beta {cfg.dpo.beta})", cfg.checkpoint.fsdp_resume)
     save_trained(trainer, processor, out)
     return {"beta": cfg.dpo.beta, "steps": result.global_step, "train_loss": result.training_loss,
             "n_pairs": len(dataset), "logps_chosen": watch.values, "inputs": inputs.summary(),

@@ -33,7 +33,7 @@ def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path
                              peft_config=lora_config(cfg) if cfg.sft.method == "lora" else None,
                              callbacks=[LossGuard()])
         trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
-        result = fit(trainer, out, f"SFT of {cfg.family.name}")
+        result = fit(trainer, out, f"SFT of {cfg.family.name}", cfg.checkpoint.fsdp_resume)
     save_trained(trainer, processor, out)
     log.info("SFT %s: %d steps, final train loss %.4f", cfg.family.name, result.global_step,
              result.training_loss)
