@@ -16,7 +16,6 @@ test alone: a loop of any length is cut.
 """
 import argparse
 import random
-from pathlib import Path
 
 import pandas as pd
 import torch

@@ -55,22 +55,31 @@ def load_processor(family: DictConfig, source: str | None = None):
     """The family's processor, with its image bounds; left padding for batched generation.
     Generation, TRL's SFT and DPO collators and vLLM all size a page through these bounds, so a
     page is the same image tokens everywhere. A hub preprocessor_config.json's own min_pixels /
-    max_pixels override `size` inside Qwen2VLImageProcessor: both are passed, then checked."""
+    max_pixels override a `size` given to from_pretrained (Qwen2VLImageProcessor.__init__ even
+    writes them into the dict it was given, which the processor then passes to every call): the
+    bounds are set on the loaded image processor instead, then checked."""
     source = source or source_of(family)
-    kwargs = {"size": {"shortest_edge": family.min_pixels, "longest_edge": family.max_pixels},
-              "min_pixels": family.min_pixels, "max_pixels": family.max_pixels} \
-        if family.arch == "qwen2_5_vl" else {}
+    kwargs = {}
     if family.size == "shape":  # the stand-in's tokenizer, the real image input
-        kwargs |= OmegaConf.to_container(family.sizes.shape.get("processor_kwargs") or {})
+        kwargs |= OmegaConf.to_container(family.sizes.shape.processor_kwargs) if "processor_kwargs" in family.sizes.shape else {}
     processor = get_class(family.processor_class).from_pretrained(
         source, trust_remote_code=family.trust_remote_code, **kwargs)
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
-    _check_bounds(processor.image_processor, family, source)
+    if family.arch == "qwen2_5_vl":
+        from transformers.image_utils import SizeDict
+
+        processor.image_processor.size = SizeDict(shortest_edge=family.min_pixels, longest_edge=family.max_pixels)
+    _check_bounds(processor, family, source)
     return processor
 
 
-def _check_bounds(image_processor, family: DictConfig, source: str) -> None:
-    size = image_processor.size
+def _check_bounds(processor, family: DictConfig, source: str) -> None:
+    """The bounds a processor call sizes pages by: its image processor's, unless the processor
+    keeps image kwargs of its own (from_pretrained's) that a call would pass instead."""
+    size = processor.image_processor.size
+    kept = {k for k in ("size", "min_pixels", "max_pixels") if k in (getattr(processor, "images_kwargs", None) or {})}
+    if kept and family.arch == "qwen2_5_vl":
+        raise ValueError(f"{source}'s processor passes {sorted(kept)} to every call, overriding the family's bounds")
     if family.arch == "qwen2_5_vl":
         got = (size["shortest_edge"], size["longest_edge"])
     else:  # Gemma3: every page is resized to one fixed size

@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import standins
+from degenbench import io, standins
 from degenbench.config import ROOT
 
 HUB_DIR = ROOT / "standins" / "hub"
@@ -100,11 +98,7 @@ def build(family: DictConfig, out_dir: str | Path) -> Path:
     """Write the snapshot of `family` into `out_dir` (atomically: a temp dir renamed into place)."""
     tiny = OmegaConf.merge(family, {"size": "tiny"})
     src, pub = standins.ensure(tiny), published(family.name)
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with io.atomic_dir(out_dir) as tmp:
         for name in COPIED:
             shutil.copy(src / name, tmp / name)
         tok_json = json.loads((tmp / "tokenizer.json").read_text())
@@ -135,11 +129,6 @@ def build(family: DictConfig, out_dir: str | Path) -> Path:
                                                        "special-token behaviour is set in tokenizer.json as the real files do"},
                   "adapted": adapted}
         (tmp / MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

@@ -13,9 +13,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -33,6 +30,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
+from degenbench import io
 from degenbench.documents.synthetic import corpus_lines
 
 log = logging.getLogger(__name__)
@@ -214,18 +212,10 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
         record["reading_cer"] = {f"{k}_lines": round(bases.reading_cer(model, processor, family.standin.page, k), 4)
                                  for k in (1, family.standin.page.rows)}
         record["device"] = str(next(model.parameters()).device)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a cache is shared
-    try:
+    with io.atomic_dir(out_dir) as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps(record, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

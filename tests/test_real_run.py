@@ -124,3 +124,26 @@ def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu():
     out = subprocess.run([sys.executable, "benchmarks/real_size.py", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| SFT (LoRA" in out.stdout and "| DPO (LoRA" in out.stdout and "| 2 | " in out.stdout
+
+
+@pytest.mark.parametrize("size", ["tiny", "real", "shape"])
+@pytest.mark.parametrize("name", ["qwen2.5-vl-3b", "gemma-3-4b"])
+def test_a_processor_call_sizes_an_a4_page_by_the_family_bounds(name, size):
+    """What TRL's collators do, a plain processor call on a raw page, gives the image tokens the
+    family's bounds allow, whatever the loaded files say (real: the hub-faithful snapshot)."""
+    from PIL import Image
+
+    from degenbench import snapshots
+
+    overrides = [f"family={name}", f"family.size={size}"]
+    if size == "real":
+        overrides.append(f"family.sizes.real.pretrained={snapshots.ensure(compose([f'family={name}']).family)}")
+    family = compose(overrides).family
+    processor = families.load_processor(family)
+    text = "<|vision_start|><|image_pad|><|vision_end|>" if family.arch == "qwen2_5_vl" else "<start_of_image>"
+    out = processor(images=[[Image.new("RGB", (1240, 1754), "white")]], text=[text], return_tensors="pt")
+    tokens = int((out["input_ids"] == processor.tokenizer.convert_tokens_to_ids(processor.tokenizer.image_token)).sum())
+    if family.arch == "qwen2_5_vl":
+        assert family.min_pixels // 28**2 <= tokens <= family.max_pixels // 28**2
+    else:
+        assert tokens == family.sizes[size].get("processor_kwargs", {}).get("image_seq_length", 256 if size != "tiny" else 64)

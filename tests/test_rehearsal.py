@@ -153,3 +153,30 @@ def test_rejected_answers_cut_by_the_limit_train_unfinished(chain):
             unfinished += 1
             assert eot not in rejected, _text(row["rejected"])[-40:]
     assert unfinished > 0  # the rehearsal's 24-token budget cuts the samples of the blind stand-ins
+
+
+@pytest.mark.parametrize("name", ["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b", "olmocr-2-7b", "gemma-3-4b"])
+def test_snapshots_carry_the_published_files_with_their_sources(tmp_path, name):
+    """Every family's snapshot: the published generation_config.json (ids mapped by token string),
+    preprocessor_config.json and chat template as the hub has them, the tokenizer's special-token
+    behaviour (Gemma prepends <bos>, Qwen2 adds nothing), a source for each; rebuilt, the same bytes."""
+    from transformers import AutoProcessor
+
+    family = compose([f"family={name}"]).family
+    a, b = snapshots.build(family, tmp_path / "a"), snapshots.build(family, tmp_path / "b")
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in ("model.safetensors", "generation_config.json",
+                                                                       "tokenizer.json", "config.json"))
+    pub = snapshots.published(name)
+    gen = json.loads((a / "generation_config.json").read_text())
+    assert {k: v for k, v in gen.items() if not k.endswith("token_id")} == \
+        {k: v for k, v in pub["files"]["generation_config.json"].items() if not k.endswith("token_id")}
+    assert json.loads((a / "preprocessor_config.json").read_text()) == pub["files"]["preprocessor_config.json"]
+    processor = AutoProcessor.from_pretrained(a)
+    assert processor.chat_template == pub["chat_template_text"]
+    tok = processor.tokenizer
+    ids = tok("Soma 10,00").input_ids
+    assert (ids[0] == tok.bos_token_id) == (family.arch == "gemma3")
+    eos = [tok.convert_ids_to_tokens(i) for i in gen["eos_token_id"]]
+    assert set(eos) == {pub["token_ids"][str(i)] for i in pub["files"]["generation_config.json"]["eos_token_id"]}
+    record = json.loads((a / snapshots.MARKER).read_text())
+    assert record["hub_id"] == family.hub_id and {"generation_config.json", "preprocessor_config.json"} <= set(record["sources"])
