@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import struct
 import warnings
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 FIELDS = ("header", "margin", "footer", "text")  # the paper's JSON schema, in its key order
 # What decoders raise on a broken file (OSError covers truncation and unknown formats; the others
@@ -77,19 +81,22 @@ class Document:
             raise BadDocument(f"unreadable image {name}: {type(e).__name__}: {e}; {fix}") from e
 
 
-def open_pages(docs: list["Document"], max_pixels: int | None, skipped: list[dict]) -> list[tuple["Document", Image.Image]]:
-    """(document, page) for each document whose page opens; an unreadable one becomes a counted
-    skip in `skipped`, with its reason."""
-    import logging
-
-    ok = []
+def iter_pages(docs: Iterable["Document"], max_pixels: int | None, skipped: list[dict]) -> Iterator[tuple["Document", Image.Image]]:
+    """(document, page) for each document whose page opens, one at a time; an unreadable one
+    becomes a counted skip in `skipped`, with its reason."""
     for d in docs:
         try:
-            ok.append((d, d.load_image(max_pixels)))
+            page = d.load_image(max_pixels)
         except BadDocument as e:
-            logging.getLogger(__name__).warning("skipping document %s: %s", d.id, e)
+            log.warning("skipping document %s: %s", d.id, e)
             skipped.append({"id": d.id, "reason": str(e)})
-    return ok
+            continue
+        yield d, page
+
+
+def open_pages(docs: Iterable["Document"], max_pixels: int | None, skipped: list[dict]) -> list[tuple["Document", Image.Image]]:
+    """iter_pages, as a list (a batch's pages)."""
+    return list(iter_pages(docs, max_pixels, skipped))
 
 
 def _check_pixels(size: tuple[int, int], max_pixels: int | None, name: str) -> None:

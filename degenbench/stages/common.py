@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 
 from degenbench import families, tracking
+from degenbench.generate import input_stats
 
 log = logging.getLogger(__name__)
 MODEL_DIR = "model"  # inside a training artifact: the adapter (LoRA) or the full model
@@ -169,8 +170,6 @@ class InputStats:
         self.collator, self.processor, self.rows = collator, processor, []
 
     def __call__(self, examples):
-        from degenbench.generate import input_stats
-
         batch = self.collator(examples)
         self.rows += input_stats(batch["input_ids"], batch["attention_mask"], self.processor)
         return batch

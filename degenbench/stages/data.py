@@ -8,15 +8,12 @@ skip, recorded with the artifact, never the end of the build.
 from __future__ import annotations
 
 import io
-import logging
 from collections.abc import Iterable
 
 import datasets
 from omegaconf import DictConfig
 
-from degenbench.documents import BadDocument, Document
-
-log = logging.getLogger(__name__)
+from degenbench.documents import Document, iter_pages
 
 
 def prompt_turn(family: DictConfig) -> list[dict]:
@@ -28,10 +25,8 @@ def answer_turn(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def page_ref(doc: Document, max_pixels: int | None = None) -> dict:
-    """The page as datasets stores an image (path or encoded bytes), after evaluation's checks
-    (raises BadDocument). The decoded page is dropped at once."""
-    doc.load_image(max_pixels)
+def page_ref(doc: Document) -> dict:
+    """The page as datasets stores an image: its path or its encoded bytes."""
     if doc.image_path:
         return {"path": doc.image_path, "bytes": None}
     if doc.image_bytes is not None:
@@ -42,16 +37,9 @@ def page_ref(doc: Document, max_pixels: int | None = None) -> dict:
 
 
 def usable_pages(docs: Iterable[Document], max_pixels: int | None, skipped: list[dict]) -> list[tuple[Document, dict]]:
-    """(document, page_ref) of each document whose page passes the checks; the others are
-    appended to `skipped` with their reason."""
-    out = []
-    for d in docs:
-        try:
-            out.append((d, page_ref(d, max_pixels)))
-        except BadDocument as e:
-            log.warning("skipping training document %s: %s", d.id, e)
-            skipped.append({"id": d.id, "reason": str(e)})
-    return out
+    """(document, page_ref) of each document whose page passes evaluation's checks (opened one
+    at a time, then dropped); the others are appended to `skipped` with their reason."""
+    return [(d, page_ref(d)) for d, _ in iter_pages(docs, max_pixels, skipped)]
 
 
 def with_images(rows: dict) -> datasets.Dataset:

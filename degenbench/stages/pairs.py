@@ -51,7 +51,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
             continue
         counts[f"chosen_from_{source}"] += 1
         counts["docs_with_pairs"] += 1
-        image = page_ref(docs[doc_id], cfg.data.get("max_image_pixels"))  # it was sampled: it opens
+        image = page_ref(docs[doc_id])  # it was sampled: its page passed the checks
         cut = rejected["hit_limit"] | rejected.get("loop_stopped", False)
         for text, unfinished in zip(rejected["text"], cut):
             rows["doc_id"].append(doc_id)
