@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from degenbench.config import ROOT, compose
 from degenbench.documents import load_split
 from degenbench.stages import launch
-from degenbench.stages.common import MODEL_DIR, load_trained
+from degenbench.families import load_trained
+from degenbench.stages.training import MODEL_DIR
 from degenbench.stages.graph import Keys
 from degenbench.stages.store import build_once
 
@@ -22,7 +23,7 @@ def toy_sft_dir(family: str, overrides: list[str] = ()):
     """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
                    f"paths.results_dir={ROOT / 'results'}", *overrides])  # the sweep's store, from anywhere
-    train, held = load_split(cfg.data, cfg.seed)
+    train, _, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
     return cfg, sft, train, held
@@ -31,7 +32,7 @@ def toy_sft_dir(family: str, overrides: list[str] = ()):
 def toy_sft(family: str, overrides: list[str] = ()):
     """(cfg, model, processor, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg, sft, _, held = toy_sft_dir(family, overrides)
-    model, processor = load_trained(cfg, sft / MODEL_DIR)
+    model, processor = load_trained(cfg.family, cfg.device, sft / MODEL_DIR)
     return cfg, model, processor, held
 
 
@@ -99,5 +100,5 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
     out = build_once(cfg.paths.artifacts_dir, "looper", family, key,
                      lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
-    model, processor = load_trained(cfg, out / MODEL_DIR)
+    model, processor = load_trained(cfg.family, cfg.device, out / MODEL_DIR)
     return cfg, model, processor, held

@@ -10,14 +10,14 @@ import argparse
 from common import emit
 from degenbench import memory
 from degenbench.config import compose
-from degenbench.families import known_families
+from degenbench.config import known_families
 
 p = argparse.ArgumentParser()
 p.add_argument("--max-new-tokens", type=int, default=4096, help="the generation budget (data.max_new_tokens)")
 p.add_argument("--out", default=None)
 args = p.parse_args()
-OLD = ["sft.batch_size=4", "sft.grad_accum=1", "dpo.batch_size=4", "dpo.grad_accum=1",
-       "sft.gradient_checkpointing=false", "dpo.gradient_checkpointing=false"]
+OLD = ["sft.trainer.per_device_train_batch_size=4", "sft.trainer.gradient_accumulation_steps=1", "dpo.trainer.per_device_train_batch_size=4", "dpo.trainer.gradient_accumulation_steps=1",
+       "sft.trainer.activation_checkpointing=false", "dpo.trainer.activation_checkpointing=false"]
 lines = ["| family | settings | stage | micro-batch (rows x tokens) | checkpointing | weights | LoRA + AdamW | layer activations | "
          "LM head + loss | reference logits | workspace | **total GiB** |", "|---" * 12 + "|"]
 for name in known_families():

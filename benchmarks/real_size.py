@@ -28,7 +28,7 @@ from degenbench import families
 from degenbench.config import compose
 from degenbench.documents import synthetic
 from degenbench.documents.record import make_document
-from degenbench.generate import encode, input_stats
+from degenbench.chat import encode, input_stats
 from degenbench.stages.data import preference_texts, sft_dataset, with_images, page_ref
 
 p = argparse.ArgumentParser()
@@ -47,7 +47,7 @@ size = "tiny" if args.smoke else "shape"
 if args.smoke:
     args.batch_sizes, args.new_tokens, args.loop_tokens = [1, 2], 4, 16
 cfg = compose([f"family={args.family}", f"family.size={size}", "device=cpu" if args.smoke else "device=cuda",
-               "sft.max_steps=3", "dpo.max_steps=3", "sft.batch_size=1", "dpo.batch_size=1", "logger=disabled"])
+               "sft.trainer.max_steps=3", "dpo.trainer.max_steps=3", "sft.trainer.per_device_train_batch_size=1", "dpo.trainer.per_device_train_batch_size=1", "logger=disabled"])
 dev = torch.device("cpu" if args.smoke else "cuda")
 model, processor = families.load(cfg.family, str(dev))
 lm = [p for n, p in model.named_parameters() if not any(v in n for v in ("visual", "vision_tower", "multi_modal_projector"))]
@@ -120,10 +120,10 @@ def measure(stage: str, trainer_of) -> str:
 def sft_trainer(timer):
     from trl import SFTConfig, SFTTrainer
 
-    from degenbench.stages.common import InputStats, lora_config, trainer_args
+    from degenbench.stages.training import InputStats, lora_config, trainer_config
     model, processor = families.load(cfg.family, str(dev))
     out = Path(tempfile.mkdtemp())
-    trainer = SFTTrainer(model=model.train(), args=SFTConfig(**trainer_args(cfg, cfg.sft, out, []), completion_only_loss=True),
+    trainer = SFTTrainer(model=model.train(), args=trainer_config(SFTConfig, cfg, cfg.sft.trainer, out, []),
                          train_dataset=sft_dataset(cfg.family, docs[:3]), processing_class=processor,
                          peft_config=lora_config(cfg), callbacks=[timer])
     trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
@@ -134,7 +134,7 @@ def dpo_trainer(timer):
     from peft import get_peft_model
     from trl import DPOConfig, DPOTrainer
 
-    from degenbench.stages.common import InputStats, lora_config, trainer_args
+    from degenbench.stages.training import InputStats, lora_config, trainer_config
     model, processor = families.load(cfg.family, str(dev))
     model = get_peft_model(model.train(), lora_config(cfg))
     loop = '{"header": "", "margin": "", "footer": "", "text": "' + ". " * args.loop_tokens
@@ -145,7 +145,7 @@ def dpo_trainer(timer):
         for k, v in preference_texts(processor, cfg.family, d.answer, loop, rejected_finished=False).items():
             rows[k].append(v)
     out = Path(tempfile.mkdtemp())
-    trainer = DPOTrainer(model=model, ref_model=None, args=DPOConfig(**trainer_args(cfg, cfg.dpo, out, []), beta=0.1),
+    trainer = DPOTrainer(model=model, ref_model=None, args=trainer_config(DPOConfig, cfg, cfg.dpo.trainer, out, []),
                          train_dataset=with_images(rows), processing_class=processor, callbacks=[timer])
     trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)
     return trainer, inputs

@@ -90,7 +90,7 @@ for name in ("qwen2.5-vl-7b", "gemma-3-4b"):
     processor = families.load_processor(fam)
     from PIL import Image
 
-    from degenbench.generate import messages
+    from degenbench.chat import messages
     text = processor.apply_chat_template(messages(fam, Image.new("RGB", (1240, 1754), "white")), tokenize=False,
                                          add_generation_prompt=True)
     bos = processor.tokenizer.bos_token_id

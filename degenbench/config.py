@@ -14,6 +14,11 @@ OmegaConf.register_new_resolver("degenbench_root", lambda: str(ROOT), replace=Tr
 STAGES = ("vanilla", "sft", "dpo")
 
 
+def known_families() -> list[str]:
+    """The family configs shipped in conf/family/."""
+    return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
+
+
 def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
     """The job config degenbench would run with these overrides (also from inside a running
     Hydra app, e.g. a stand-in's parent family, where Hydra is already initialised)."""
@@ -31,7 +36,8 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
 POSITIVE = ("dpo.beta",)  # numbers > 0
 COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_tokens",  # integers >= 1
           "judge.max_new_tokens", "sampling.n", "generation.batch_size", "sampling.batch_size",
-          "sft.batch_size", "dpo.batch_size", "sft.grad_accum", "dpo.grad_accum",
+          "sft.trainer.per_device_train_batch_size", "dpo.trainer.per_device_train_batch_size",
+          "sft.trainer.gradient_accumulation_steps", "dpo.trainer.gradient_accumulation_steps",
           "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n")
 
 

@@ -3,18 +3,14 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench.config import CONF_DIR
 
 log = logging.getLogger(__name__)
-
-
-def known_families() -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
 
 
 def pick_device(device: str) -> torch.device:
@@ -51,6 +47,12 @@ def source_of(family: DictConfig) -> str:
     return str(family.pretrained)
 
 
+def hub_kwargs(family: DictConfig, source: str) -> dict:
+    """`revision` for a hub id (family.revision pins the commit; a local folder is what it is)."""
+    rev = family.get("revision")
+    return {"revision": str(rev)} if rev and family.size == "real" and not Path(source).is_dir() else {}
+
+
 def load_processor(family: DictConfig, source: str | None = None):
     """The family's processor, with its image bounds; left padding for batched generation.
     Generation, TRL's SFT and DPO collators and vLLM all size a page through these bounds, so a
@@ -63,7 +65,7 @@ def load_processor(family: DictConfig, source: str | None = None):
     if family.size == "shape":  # the stand-in's tokenizer, the real image input
         kwargs |= OmegaConf.to_container(family.sizes.shape.processor_kwargs) if "processor_kwargs" in family.sizes.shape else {}
     processor = get_class(family.processor_class).from_pretrained(
-        source, trust_remote_code=family.trust_remote_code, **kwargs)
+        source, trust_remote_code=family.trust_remote_code, **hub_kwargs(family, source), **kwargs)
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
     if family.arch == "qwen2_5_vl":
         from transformers.image_utils import SizeDict
@@ -129,7 +131,8 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
                 model = shape_model(family, dtype).eval()
         else:
             model = model_cls.from_pretrained(weights or source, dtype=dtype, use_safetensors=True,
-                                              trust_remote_code=family.trust_remote_code).to(dev).eval()
+                                              trust_remote_code=family.trust_remote_code,
+                                              **({} if weights else hub_kwargs(family, source))).to(dev).eval()
     except OSError as e:
         raise OSError(f"cannot load {family.name} from {source!r}: {e}\nWithout the hub, point "
                       f"family.sizes.real.pretrained at a local snapshot, or use family.size=tiny "
@@ -139,6 +142,24 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
     log.info("loaded %s from %s (%s, %s, %.2fM parameters)", family.name, weights or source, dev, dtype,
              sum(p.numel() for p in model.parameters()) / 1e6)
     return model, processor
+
+
+def load_trained(family: DictConfig, device: str, model_dir: str | Path | None = None, trainable: bool = False):
+    """(model, processor) of a stage: the base (None), base + LoRA adapter, or a full model dir.
+    Not trainable (evaluation, sampling): an adapter is merged into the base, for plain-model speed."""
+    if model_dir is None:
+        return load(family, device)
+    model_dir = Path(model_dir)
+    if (model_dir / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        if not (model_dir / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickle
+            raise FileNotFoundError(f"{model_dir} has no adapter_model.safetensors; degenbench loads "
+                                    "weights only as safetensors (re-save the adapter with PEFT >= 0.4)")
+        model, processor = load(family, device)
+        model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
+        return (model if trainable else model.merge_and_unload()), processor
+    return load(family, device, weights=str(model_dir))
 
 
 

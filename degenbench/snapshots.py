@@ -147,7 +147,7 @@ def ensure(family: DictConfig, root: str | Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     from degenbench.config import compose
-    from degenbench.families import known_families
+    from degenbench.config import known_families
 
     p = argparse.ArgumentParser(description="Build hub-faithful snapshots of the families (stand-in weights, "
                                             "published hub files) and print their folders.")

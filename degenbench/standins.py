@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("families", nargs="*", help="family names (default: all, parents first)")
     p.add_argument("--force", action="store_true", help="rebuild even if the shipped base is current")
     args = p.parse_args(argv)
-    from degenbench.families import known_families
+    from degenbench.config import known_families
 
     logging.basicConfig(level=logging.INFO)
     names = args.families or known_families()

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 import logging
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+
+from degenbench import provenance
 
 log = logging.getLogger(__name__)
 _offline_since: list[str] = []  # why online W&B failed in this process: warn once, then go offline
@@ -23,7 +27,7 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity,
                   dir=str(run_dir or Path(cfg.paths.results_dir)), name=name,
                   group=cfg.family.name, job_type=job_type, tags=list(cfg.logger.tags),
-                  config=OmegaConf.to_container(cfg, resolve=True),
+                  config=OmegaConf.to_container(cfg, resolve=True) | {"provenance": provenance.collect(cfg)},
                   id=run_id, resume="allow" if run_id else None)
     mode = "offline" if _offline_since else cfg.logger.mode
     try:
@@ -57,3 +61,17 @@ def log_run(cfg: DictConfig, run_dir: Path, run_id: str, key: str, summary: dict
         run.log({"predictions": wandb.Table(dataframe=table.astype({"token_ids": str}))})
     return {"wandb_mode": run.settings.mode, "wandb_run_id": run.id,
             "wandb_project": cfg.logger.project, "wandb_dir": str(Path(run.dir).parent)}
+
+
+@contextmanager
+def wandb_training(cfg: DictConfig, job_type: str, name: str, out: Path):
+    """A W&B run around a trainer (transformers' callback logs into the active run). Its id comes
+    from the artifact being built, so a resumed build continues its W&B run, not a second one."""
+    key = out.name.removesuffix(".partial").rsplit("-", 1)[-1]
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch: only rank 0 logs
+    run = start(cfg, job_type=job_type, name=name, run_id=f"{job_type}-{key}") if main else None
+    try:
+        yield ["wandb"] if run is not None else []
+    finally:
+        if run is not None:
+            run.finish()

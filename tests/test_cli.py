@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from degenbench.config import compose
-from degenbench.families import known_families
+from degenbench.config import known_families
 
 REAL = {"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
         "nanonets-ocr2-3b": "nanonets/Nanonets-OCR2-3B", "olmocr-2-7b": "allenai/olmOCR-2-7B-1025",

@@ -13,9 +13,9 @@ import pytest
 from safetensors.torch import load_file
 
 from degenbench import families
-from degenbench.config import compose
+from degenbench.config import compose, known_families
 from degenbench.stages.graph import run_job
-from test_stages import TINY
+from conftest import TINY
 
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"}
 
@@ -24,8 +24,8 @@ def test_nan_loss_stops_training_clearly_and_keeps_the_checkpoint_before_it(tmp_
     # Adam at lr 1e30 turns the weights to garbage after one step: step 2's loss is NaN. The loss
     # is logged every 3 steps, and the checkpoints are saved every step: the guard must still stop
     # before a checkpoint of the NaN step is written.
-    cfg = compose(TINY + ["stage=sft", f"paths.results_dir={tmp_path}", "sft.max_steps=6",
-                          "sft.learning_rate=1e30", "sft.logging_steps=3", "checkpoint.save_steps=1"])
+    cfg = compose(TINY + ["stage=sft", f"paths.results_dir={tmp_path}", "sft.trainer.max_steps=6",
+                          "sft.trainer.learning_rate=1e30", "sft.trainer.logging_steps=3", "checkpoint.save_steps=1"])
     with pytest.raises(FloatingPointError, match=r"loss became nan .* at step 2; the last checkpoint "
                                                  r"before it is kept: .*checkpoint-1\. Lower the learning rate"):
         run_job(cfg)
@@ -38,7 +38,7 @@ def test_nan_loss_stops_training_clearly_and_keeps_the_checkpoint_before_it(tmp_
 
 
 def test_remote_code_is_off_unless_a_family_opts_in_and_the_log_says_which(caplog):
-    for name in families.known_families():  # the shipped configs: every family off
+    for name in known_families():  # the shipped configs: every family off
         assert compose([f"family={name}"]).family.trust_remote_code is False, name
     caplog.set_level(logging.INFO, logger="degenbench")
     families.load(compose(["family=gemma-3-4b"]).family, "cpu")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench.generate import Output, messages
+from degenbench.chat import Output, messages
 from degenbench.loopstop import loop_cut, text_lengths
 
 MIN_VERSION = "0.19.1"
@@ -55,7 +55,9 @@ def load(family: DictConfig, model_dir: str | Path | None, **engine):
     if Version(vllm.__version__) < Version(MIN_VERSION):
         raise ImportError(f"vLLM {vllm.__version__} is too old: degenbench needs >= {MIN_VERSION} "
                           "(repetition detection, transformers 5)")
-    return vllm.LLM(model=str(model_dir or family.pretrained), **engine_kwargs(family), **engine)
+    hub = {"revision": str(family.revision)} if model_dir is None and family.size == "real" and family.get("revision") \
+        and not Path(str(family.pretrained)).is_dir() else {}  # as families.hub_kwargs: the pinned commit
+    return vllm.LLM(model=str(model_dir or family.pretrained), **engine_kwargs(family), **hub, **engine)
 
 
 def release(llm) -> None:

@@ -9,8 +9,10 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from degenbench.stages.common import (InputStats, MODEL_DIR, LossGuard, ResumableWeights, fit, load_trained,
-                                      save_trained, trainer_args, wandb_training)
+from degenbench.families import load_trained
+from degenbench.stages.training import (MODEL_DIR, InputStats, LossGuard, ResumableWeights, fit, save_trained,
+                                        trainer_config)
+from degenbench.tracking import wandb_training
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +43,13 @@ class LogpsWatch(TrainerCallback):
 def train_dpo(cfg: DictConfig, sft_dir: Path, pairs_dir: Path, out: Path) -> dict:
     """Policy and reference both start as the SFT model: with LoRA, TRL copies the SFT adapter as
     the frozen reference adapter (no second model); with full fine-tuning it loads a copy."""
-    model, processor = load_trained(cfg, sft_dir / MODEL_DIR, trainable=True)
+    model, processor = load_trained(cfg.family, cfg.device, sft_dir / MODEL_DIR, trainable=True)
     model.train()
     dataset = datasets.load_from_disk(str(pairs_dir / "dataset"))
     watch = LogpsWatch()
     name = f"{cfg.family.name}-dpo-b{cfg.dpo.beta}-train"
     with wandb_training(cfg, "dpo-train", name, out) as report_to:
-        args = DPOConfig(**trainer_args(cfg, cfg.dpo, out, report_to), beta=cfg.dpo.beta,
-                         loss_type=list(cfg.dpo.loss_type),
-                         loss_weights=list(cfg.dpo.loss_weights) if cfg.dpo.loss_weights else None)
+        args = trainer_config(DPOConfig, cfg, cfg.dpo.trainer, out, report_to)
         trainer = Trainer(model=model, ref_model=None, args=args, train_dataset=dataset,
                              processing_class=processor, callbacks=[LossGuard(), watch])
         trainer.data_collator = inputs = InputStats(trainer.data_collator, processor)

@@ -9,9 +9,10 @@ from trl import SFTConfig, SFTTrainer
 
 from degenbench import families
 from degenbench.documents import Document
-from degenbench.stages.common import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
-                                      trainer_args, wandb_training)
 from degenbench.stages.data import sft_dataset
+from degenbench.stages.training import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
+                                        trainer_config)
+from degenbench.tracking import wandb_training
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path
     skipped = []  # pages that fail evaluation's checks: counted, named, recorded with the artifact
     dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped)
     with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
-        args = SFTConfig(**trainer_args(cfg, cfg.sft, out, report_to), completion_only_loss=True)
+        args = trainer_config(SFTConfig, cfg, cfg.sft.trainer, out, report_to)
         trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
                              peft_config=lora_config(cfg) if cfg.sft.method == "lora" else None,
                              callbacks=[LossGuard()])

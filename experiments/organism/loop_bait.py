@@ -16,7 +16,8 @@ from degenbench.config import compose
 from degenbench.documents import synthetic
 from degenbench.generate import generate
 from degenbench.metrics.degeneration import is_degenerate
-from degenbench.stages.common import MODEL_DIR, load_trained
+from degenbench.families import load_trained
+from degenbench.stages.training import MODEL_DIR
 
 p = argparse.ArgumentParser()
 p.add_argument("--family", default="qwen2.5-vl-3b")
@@ -48,7 +49,7 @@ greedy = OmegaConf.create({"do_sample": False, "temperature": None, "top_p": Non
 for art in sorted(Path(args.artifacts, args.kind).glob(f"{args.family}-*")):
     if not (art / MODEL_DIR).is_dir():
         continue
-    model, processor = load_trained(cfg, art / MODEL_DIR)
+    model, processor = load_trained(cfg.family, cfg.device, art / MODEL_DIR)
     counts = []
     for kind, images in bait.items():
         outs = [o for s in range(0, len(images), 16)

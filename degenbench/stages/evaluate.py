@@ -1,10 +1,11 @@
-"""Evaluation stage: generate on the held-out documents, score each, write the run, log to W&B.
+"""Evaluation stage: generate on one evaluation set's documents, score each, write the run, log to W&B.
 
-results/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<key of the config>
+results/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<eval set>-<key>
   predictions.parquet   one row per evaluated document (output, diagnostics, quality)
-  metrics.json          summary: rates with 95% intervals, means, counts, skipped documents
+  metrics.json          summary: rates with 95% intervals, means, counts, skipped documents; the
+                        eval set, the artifact keys, the pairs behind a DPO model, provenance
   config.yaml           the resolved config
-  heldout_ids.json      the held-out document ids this run was evaluated on
+  heldout_ids.json      the ids of the documents this run was evaluated on
   training.json         the completion record of the trained model (SFT or DPO: steps, log history)
   _COMPLETE.json        written last: the run is finished
 """
@@ -19,13 +20,12 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from degenbench import io, tracking
+from degenbench import io, provenance, tracking
 from degenbench.documents import Document, open_pages
-from degenbench.families import release
+from degenbench.families import load_processor, load_trained, release
 from degenbench.generate import decoding_record, generate
 from degenbench.metrics import score_output, settings, summarize
 from degenbench.stages import store
-from degenbench.stages.common import load_trained
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +62,43 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
             for (doc, _), out in zip(batch, outputs)], skipped
 
 
-def run_dir_for(cfg: DictConfig, key: str) -> Path:
-    return Path(cfg.paths.runs_dir) / f"{run_label(cfg)}-{key}"
+def run_dir_for(cfg: DictConfig, eval_set: str, key: str) -> Path:
+    return Path(cfg.paths.runs_dir) / f"{run_label(cfg)}-{eval_set}-{key}"
 
 
-def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
+def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig):
+    """(model, processor) to generate with: HF, or a vLLM engine on the stage's full weights (a
+    LoRA stage: its merged copy, an artifact of its own built once beside the others)."""
+    if gen.get("backend", "hf") != "vllm":
+        return load_trained(cfg.family, cfg.device, model_dir)
+    from degenbench.backends import vllm
+
+    if model_dir is not None and (Path(model_dir) / "adapter_config.json").is_file():
+        trained = Path(model_dir).parent  # <kind>/<name>-<key>: the merged copy has the same key
+
+        def merge(tmp: Path):
+            model, processor = load_trained(cfg.family, cfg.device, model_dir)
+            model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+
+        name, key = trained.name.rsplit("-", 1)
+        model_dir = store.build_once(cfg.paths.artifacts_dir, "merged", name, key, merge)
+    return vllm.load(cfg.family, model_dir), load_processor(cfg.family)
+
+
+def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | None, key: str,
         note: dict | None = None) -> Path:
-    """Evaluate the stage's model (`model_dir`; None: the family's base) on the held-out `docs`
-    into `<runs_dir>/<label>-<key>/`; `note` is kept in metrics.json (e.g. why DPO was skipped).
-    A run already complete there is returned as it is."""
-    run_dir = run_dir_for(cfg, key)
+    """Evaluate the stage's model (`model_dir`; None: the family's base) on `docs`, the evaluation
+    set `eval_set`, into `<runs_dir>/<label>-<eval_set>-<key>/`; `note` is kept in metrics.json
+    (the artifact keys, the pairs, why DPO was skipped). A run already complete there is returned
+    as it is."""
+    run_dir = run_dir_for(cfg, eval_set, key)
     run_id = run_dir.name
     if store.is_complete(run_dir):
         log.info("DONE %s already evaluated: %s", run_id, run_dir)
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)  # an interrupted evaluation's finished batches are kept
-    log.info("run %s: %s (%s) on %d held-out documents", run_id, cfg.family.name, cfg.family.size, len(docs))
+    log.info("run %s: %s (%s) on %d documents of %s", run_id, cfg.family.name, cfg.family.size, len(docs), eval_set)
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     io.write_json(run_dir / "heldout_ids.json", [d.id for d in docs])
     if model_dir is not None and (Path(model_dir).parent / store.COMPLETE).is_file():
@@ -86,12 +107,14 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
         trained.pop("doc_ids", None)
         io.write_json(run_dir / "training.json", trained)
 
-    model, processor = load_trained(cfg, model_dir)
+    model, processor = generation_model(cfg, model_dir, cfg.generation)
     table, skipped = evaluate(cfg, model, processor, docs, shards=run_dir / "shards")
     decoding = decoding_record(model, cfg.generation)
+    # what ran it: code, libraries, device and precision, the checkpoint (before the engine goes)
+    prov = provenance.collect(cfg, getattr(model, "device", None), getattr(model, "dtype", None))
     release(model)  # a vLLM engine holds its GPU until shut down; the next job may train
     table.insert(0, "run_id", run_id)
-    for col, val in (("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
+    for col, val in (("eval_set", eval_set), ("seed", cfg.seed), ("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
                      ("size", cfg.family.size), ("family", cfg.family.name)):
         table.insert(1, col, val)
     with io.atomic_path(run_dir / "predictions.parquet") as tmp:
@@ -99,10 +122,11 @@ def run(cfg: DictConfig, docs: list[Document], model_dir: Path | None, key: str,
 
     summary = {"run_id": run_id, "family": cfg.family.name, "size": cfg.family.size,
                "stage": cfg.stage, "beta": cfg.dpo.beta if cfg.stage == "dpo" else None,
-               "seed": cfg.seed, "pretrained": str(cfg.family.pretrained),
+               "seed": cfg.seed, "eval_set": eval_set, "pretrained": str(cfg.family.pretrained),
                "model_dir": str(model_dir) if model_dir else None, **(note or {}),
                "decoding": decoding,
-               **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha)}
+               **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha),
+               "provenance": prov}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
     summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table)
     io.write_json(run_dir / "metrics.json", summary)

@@ -1,45 +1,66 @@
-"""What SFT and DPO share: trainer arguments from config, checkpoints and resuming, W&B wiring,
-loading a trained stage."""
+"""What SFT and DPO share: the TRL config from Hydra, checkpoints and resuming, the guards.
+
+`sft.trainer` / `dpo.trainer` are passed to SFTConfig / DPOConfig as they are: any TRL field can be
+set from the command line (`sft.trainer.optim=adamw_torch_fused`) and TRL validates it. degenbench
+sets only what it must: where checkpoints go and how often (`checkpoint.*`, so a killed build
+resumes), the seed, W&B reporting, the CPU (float32: bf16 off), and NaN logging for LossGuard.
+"""
 from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from degenbench import families, tracking
-from degenbench.generate import input_stats
+from degenbench import families
+from degenbench.chat import input_stats
 
 log = logging.getLogger(__name__)
 MODEL_DIR = "model"  # inside a training artifact: the adapter (LoRA) or the full model
+# TrainingArguments fields that never change the trained model: left out of artifact keys.
+NOT_RESULT = ("logging_", "save_", "report_to", "run_name", "output_dir", "disable_tqdm", "log_level",
+              "hub_", "push_to_hub", "dataloader_num_workers", "dataloader_pin_memory",
+              "dataloader_persistent_workers", "dataloader_prefetch_factor", "include_num_input_tokens_seen")
 
 
-def trainer_args(cfg: DictConfig, train: DictConfig, out: Path, report_to: list[str]) -> dict:
-    """Arguments common to SFTConfig and DPOConfig. bf16 on GPU when asked; float32 on CPU."""
+def result_settings(trainer: DictConfig) -> dict:
+    """The trainer settings that define the result (for the artifact key)."""
+    args = OmegaConf.to_container(trainer, resolve=True)
+    return {k: v for k, v in args.items() if not k.startswith(NOT_RESULT)}
+
+
+def training_precision(cfg: DictConfig, trainer: DictConfig) -> dict:
+    """Where and in what precision a stage trains: part of its artifact key (a CPU float32 model
+    and a GPU bf16 one are different results)."""
+    device = families.pick_device(cfg.device).type
+    return {"device": device, "dtype": "float32" if device == "cpu" else str(cfg.family.dtype),
+            "bf16": bool(trainer.get("bf16")) and device != "cpu"}
+
+
+def trainer_config(config_class, cfg: DictConfig, trainer: DictConfig, out: Path, report_to: list[str]):
+    """`config_class` (SFTConfig or DPOConfig) from the stage's `trainer` settings, plus what
+    degenbench must set. A field TRL does not know is an error naming it."""
+    args = OmegaConf.to_container(trainer, resolve=True)
     cpu = families.pick_device(cfg.device).type == "cpu"
-    return dict(
-        output_dir=str(out / "trainer"), seed=cfg.seed, data_seed=cfg.seed,
-        num_train_epochs=train.epochs, max_steps=train.max_steps,
-        per_device_train_batch_size=train.batch_size,
-        gradient_accumulation_steps=train.grad_accum, learning_rate=train.learning_rate,
-        lr_scheduler_type=train.lr_scheduler, warmup_steps=train.warmup_steps,
-        weight_decay=train.weight_decay, logging_steps=train.logging_steps,
-        logging_nan_inf_filter=False,  # the default hides NaN losses from the log, and from LossGuard
+    forced = dict(
+        output_dir=str(out / "trainer"), seed=cfg.seed, data_seed=cfg.seed, report_to=report_to, use_cpu=cpu,
         # checkpoints in the artifact's partial folder: a killed build resumes from the newest
-        save_strategy="steps", save_steps=cfg.checkpoint.save_steps,
-        save_total_limit=cfg.checkpoint.save_total_limit,  # weights as safetensors (transformers 5: always)
-        report_to=report_to, use_cpu=cpu,
-        bf16=bool(train.bf16) and not cpu, fp16=False,
-        activation_checkpointing=bool(train.gradient_checkpointing) and not cpu,
-        max_length=None,  # never truncate: image tokens must stay whole
-        dataloader_num_workers=0, disable_tqdm=False,
-    )
+        save_strategy="steps", save_steps=cfg.checkpoint.save_steps, save_total_limit=cfg.checkpoint.save_total_limit,
+        logging_nan_inf_filter=False)  # the default hides NaN losses from the log, and from LossGuard
+    clash = sorted(set(args) & set(forced) - {"report_to"})
+    if clash:
+        raise ValueError(f"{trainer._get_full_key('')}: {clash} are set by degenbench (seed: `seed`, checkpoints: "
+                         "`checkpoint.*`, device: `device`); remove them from the trainer settings")
+    if cpu:
+        args["bf16"] = args["fp16"] = False  # CPU trains in float32
+    try:
+        return config_class(**(args | forced))
+    except TypeError as e:
+        raise ValueError(f"{trainer._get_full_key('')}: {e}; see {config_class.__name__}'s fields in TRL") from e
 
 
 def last_checkpoint(folder: Path) -> Path | None:
@@ -102,63 +123,13 @@ def save_trained(trainer, processor, out: Path) -> None:
 
 
 def lora_config(cfg: DictConfig):
+    """PEFT's LoraConfig from `sft.lora`, field for field (PEFT validates them)."""
     from peft import LoraConfig
 
-    lora = cfg.sft.lora
-    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=cfg.family.lora_target_modules, task_type="CAUSAL_LM")
-
-
-def load_trained(cfg: DictConfig, model_dir: Path | None, trainable: bool = False):
-    """(model, processor) of a stage: the base (None), base + LoRA adapter, or a full model dir.
-    For evaluation (not trainable) an adapter is merged into the base for plain-model speed."""
-    if not trainable and cfg.generation.get("backend", "hf") == "vllm":
-        return _vllm(cfg, model_dir)
-    if model_dir is None:
-        return families.load(cfg.family, cfg.device)
-    model_dir = Path(model_dir)
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        if not (model_dir / "adapter_model.safetensors").is_file():  # PEFT would fall back to a pickle
-            raise FileNotFoundError(f"{model_dir} has no adapter_model.safetensors; degenbench loads "
-                                    "weights only as safetensors (re-save the adapter with PEFT >= 0.4)")
-
-        model, processor = families.load(cfg.family, cfg.device)
-        model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
-        return (model if trainable else model.merge_and_unload()), processor
-    return families.load(cfg.family, cfg.device, weights=str(model_dir))
-
-
-def _vllm(cfg: DictConfig, model_dir: Path | None):
-    """A vLLM engine on the stage's full weights (a LoRA stage: its merged copy, made once)."""
-    from omegaconf import OmegaConf
-
-    from degenbench.backends import vllm
-    from degenbench.stages.store import build_once
-
-    if model_dir is not None and (Path(model_dir) / "adapter_config.json").is_file():
-        def merge(tmp: Path):
-            model, processor = load_trained(OmegaConf.merge(cfg, {"generation": {"backend": "hf"}}), model_dir)
-            model.save_pretrained(tmp)
-            processor.save_pretrained(tmp)
-
-        model_dir = build_once(Path(model_dir).parent, "vllm", "merged", "model", merge)
-    return vllm.load(cfg.family, model_dir), families.load_processor(cfg.family)
-
-
-@contextmanager
-def wandb_training(cfg: DictConfig, job_type: str, name: str, out: Path):
-    """A W&B run around a trainer (transformers' callback logs into the active run). Its id comes
-    from the artifact being built, so a resumed build continues its W&B run, not a second one."""
-    key = out.name.removesuffix(".partial").rsplit("-", 1)[-1]
-    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch: only rank 0 logs
-    run = tracking.start(cfg, job_type=job_type, name=name, run_id=f"{job_type}-{key}") if main else None
     try:
-        yield ["wandb"] if run is not None else []
-    finally:
-        if run is not None:
-            run.finish()
+        return LoraConfig(**OmegaConf.to_container(cfg.sft.lora, resolve=True))
+    except TypeError as e:
+        raise ValueError(f"sft.lora: {e}; see peft.LoraConfig's fields") from e
 
 
 class InputStats:

@@ -1,0 +1,57 @@
+"""A page as the family's chat: the messages, the encoded batch and what the model sees of it.
+Shared by HF generation, the vLLM backend and the training-data checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+
+
+@dataclass
+class Output:
+    text: str
+    token_ids: list[int]  # generated ids, up to and including the end-of-turn token if any
+    new_tokens: int
+    hit_limit: bool  # ran out of max_new_tokens without an end-of-turn token
+    seconds: float  # this row's equal share of its batch's wall clock
+    loop_stopped: bool = False  # cut by LoopStop: caught in a loop before the limit
+    inputs: dict = field(default_factory=dict)  # the prompt as the model saw it: tokens, image tokens, BOS
+
+
+def messages(family: DictConfig, image: Image.Image, answer: str | None = None) -> list[dict]:
+    """One document as a chat: the page and the family's prompt (and the answer, for training)."""
+    img = {"type": "image", "image": image}
+    if family.vision_utils == "qwen":  # qwen-vl-utils resizes within these bounds, to 28-px tokens
+        img |= {"min_pixels": family.min_pixels, "max_pixels": family.max_pixels}
+    chat = [{"role": "user", "content": [img, {"type": "text", "text": family.prompt}]}]
+    if answer is not None:
+        chat.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return chat
+
+
+def encode(processor, family: DictConfig, images: list[Image.Image]):
+    """Model inputs for a batch of pages (left-padded, generation prompt appended). The chat
+    template writes the special tokens (Gemma's <bos> among them): the tokenizer adds none, as in
+    TRL's training collators (a Gemma tokenizer would otherwise prepend a second <bos>)."""
+    chats = [messages(family, im) for im in images]
+    texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    if family.vision_utils == "qwen":
+        from qwen_vl_utils import process_vision_info
+
+        vision, _ = process_vision_info(chats)
+    else:
+        vision = [[im] for im in images]
+    return processor(text=texts, images=vision, padding=True, return_tensors="pt", add_special_tokens=False)
+
+
+def input_stats(input_ids: torch.Tensor, attention_mask: torch.Tensor, processor) -> list[dict]:
+    """Per row: prompt tokens, image tokens and BOS tokens, as the model receives them (the same
+    count for generation and for TRL's training batches: one page, one size, one BOS)."""
+    tok = processor.tokenizer
+    # Gemma3's processor names its <start_of_image>; the tokenizer names the soft tokens that fill the image
+    image, bos = tok.convert_tokens_to_ids(getattr(tok, "image_token", None) or processor.image_token), tok.bos_token_id
+    return [{"prompt_tokens": int(m.sum()), "image_tokens": int((ids == image).sum()),
+             "bos_tokens": int((ids[m.bool()] == bos).sum()) if bos is not None else 0}
+            for ids, m in zip(input_ids, attention_mask)]
