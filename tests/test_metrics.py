@@ -4,8 +4,9 @@ import math
 import pytest
 
 from degenbench.documents.record import make_document
+from degenbench.config import compose
 from degenbench.metrics import (cer, compression_ratio, is_degenerate, loop_period_onset, ned,
-                                paper_score, parse_prediction, seq_rep_n, wilson)
+                                paper_score, parse_prediction, score_output, seq_rep_n, settings, wilson)
 from degenbench.metrics.text import field_cers
 
 LOOP = '{"header": "OFÍCIO Nº 12", "text": "O servidor informa o processo nº 3 nº 3 nº 3' + " nº 3" * 40
@@ -90,4 +91,26 @@ def test_field_cers():
     doc = make_document("d", {"header": "AB", "text": "abcd"}, None, "test")
     got = field_cers(doc.truth, {"header": "AB", "margin": "x", "footer": "", "text": "abxd"})
     assert got == {"cer_header": 0.0, "cer_margin": None, "cer_footer": None, "cer_text": 0.25}
-    assert set(field_cers(doc.truth, None).values()) == {None}
+    # a field the output lacks (no JSON at all, or a loop cut before it) counts as empty: CER 1
+    assert field_cers(doc.truth, {}) == {"cer_header": 1.0, "cer_margin": None, "cer_footer": None, "cer_text": 1.0}
+    metrics = settings(compose([]).metrics)
+    cut = score_output(doc, '{"header": "AB", "margin": "", "footer": "", "text": "ab', True, [], metrics)
+    assert not cut["json_valid"] and (cut["cer_header"], cut["cer_text"]) == (0.0, 0.5)
+
+
+def test_per_field_cer_survives_the_parquet_round_trip(tmp_path):
+    """Evaluation keeps its rows as parquet shards and summarises what it reads back: a field CER
+    a row lacks (its output was no JSON) comes back as NaN, and must not make the mean NaN."""
+    from degenbench.metrics import summarize
+    from degenbench.stages.store import Shards
+
+    row = dict(degenerate=False, hit_limit=False, loop_stopped=False, json_valid=True, cer=0.2, ned=0.1,
+               score=0.9, new_tokens=10, seconds=0.5, cer_header=0.0, cer_margin=0.5, cer_footer=0.25, cer_text=0.4)
+    broken = row | dict(json_valid=False, cer=1.0, cer_header=None, cer_margin=None, cer_footer=None, cer_text=None)
+    shards = Shards(tmp_path, 1, "test")
+    shards.put(0, [row, broken, row | {"cer_text": 0.6}])
+    rows, _ = shards.read()
+    assert rows.cer_text.isna().sum() == 1  # what parquet gives back
+    summary = summarize(rows.to_dict("records"), [])
+    assert (summary["cer_header"], summary["cer_margin"], summary["cer_footer"]) == (0.0, 0.5, 0.25)
+    assert summary["cer_text"] == pytest.approx(0.5) and summary["cer"] == pytest.approx(1.4 / 3)

@@ -11,7 +11,7 @@ from degenbench.documents.record import Document
 from degenbench.metrics.degeneration import (compression_ratio, is_degenerate, loop_period_onset,
                                              seq_rep_n)
 from degenbench.metrics.stats import wilson
-from degenbench.metrics.text import cer, field_cers, ned, paper_score, parse_prediction
+from degenbench.metrics.text import cer, field_cers, ned, paper_score, parse_prediction, salvage_fields
 
 __all__ = ["cer", "compression_ratio", "is_degenerate", "loop_period_onset", "ned", "paper_score",
            "parse_prediction", "score_output", "seq_rep_n", "settings", "summarize", "wilson"]
@@ -37,7 +37,7 @@ def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequenc
         "cer": cer(doc.text, pred_plain), "ned": ned(doc.text, pred_plain),
         "score": paper_score(doc.text, pred_plain),
         "json_valid": fields is not None,
-        **field_cers(doc.truth, fields),
+        **field_cers(doc.truth, fields if fields is not None else salvage_fields(output)),
     }
 
 
@@ -50,7 +50,8 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         return (k / n if n else math.nan), list(wilson(k, n, alpha))
 
     def mean(key: str) -> float:
-        vals = [r[key] for r in rows if r.get(key) is not None]
+        # a field a row lacks is None in memory and NaN once the rows went through parquet
+        vals = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
         return sum(vals) / len(vals) if vals else math.nan
 
     deg, deg_ci = rate("degenerate")

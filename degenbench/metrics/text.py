@@ -53,16 +53,23 @@ def parse_prediction(output: str) -> tuple[dict[str, str] | None, str]:
         obj = None
     if isinstance(obj, dict) and set(obj) == set(FIELDS) and all(isinstance(v, str) for v in obj.values()):
         return obj, plain_text(obj)
+    salvaged = salvage_fields(s)
+    return None, plain_text(salvaged) if salvaged else s
+
+
+def salvage_fields(output: str) -> dict[str, str]:
+    """The schema fields that can be read out of invalid or truncated JSON, field by field."""
     salvaged = {}
-    for key, value, _ in _FIELD_RE.findall(s):
+    for key, value, _ in _FIELD_RE.findall(output.strip()):
         try:
             salvaged.setdefault(key, json.loads(f'"{value}"'))
         except json.JSONDecodeError:  # cut inside an escape sequence
             salvaged.setdefault(key, value)
-    return None, plain_text(salvaged) if salvaged else s
+    return salvaged
 
 
-def field_cers(truth: dict[str, str], pred: dict[str, str] | None) -> dict[str, float | None]:
-    """CER per schema field for valid JSON (None where the truth field is empty or JSON invalid)."""
-    return {f"cer_{k}": (cer(truth[k], pred.get(k, "")) if pred is not None and truth[k] else None)
-            for k in FIELDS}
+def field_cers(truth: dict[str, str], pred: dict[str, str]) -> dict[str, float | None]:
+    """CER per schema field against the output's fields (valid JSON, or those salvaged from
+    broken JSON): a field the output lacks counts as empty (CER 1). None where the truth field is
+    empty (CER is undefined there)."""
+    return {f"cer_{k}": (cer(truth[k], pred.get(k, "")) if truth[k] else None) for k in FIELDS}
