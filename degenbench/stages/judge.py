@@ -1,11 +1,13 @@
 """Judges: score each candidate. Degeneration is always the rule; quality comes from the judge."""
 from __future__ import annotations
 
+import json
 import logging
+import math
 import re
 
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from degenbench.documents import Document
 from degenbench.metrics import is_degenerate, paper_score, parse_prediction
@@ -16,52 +18,181 @@ log = logging.getLogger(__name__)
 class ReferenceJudge:
     """Quality = the paper's score against the truth (plain text)."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, **_):
         self.cfg = cfg
 
     def quality(self, doc: Document, text: str) -> float:
         return paper_score(doc.text, parse_prediction(text)[1])
 
 
+# A number standing alone (not part of a word or a version), optionally over a denominator ("7/10",
+# "7 out of 10") or opening a range ("6-8", "6 to 8": ambiguous). The sign stays: "-3" is out of range.
+_NUM = (r"(?<![\w.])(-?\d+(?:\.\d+)?)(?![\w]|\.\d)(?:\s*(?:/|out of)\s*(\d+)(?![\w.]))?"
+        r"(\s*(?:-|–|to|or|and)\s*-?\d)?")
+_LABELLED = re.compile(r"\bscore\b[^\w-]{0,3}(?:is|of|=|:)?\s*" + _NUM, re.IGNORECASE)
+_ANY = re.compile(_NUM, re.IGNORECASE)
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def parse_score(reply: str, scale: int = 10) -> float | None:
+    """The score a judge's reply states, in [0, scale], or None when it states none clearly: a JSON
+    {"score": n}; else the one value labelled "score" ("Score: 7", "score of 7/10"); else the reply's
+    only number ("7", "7/10"). Two different values ("between 6 and 8"), a denominator other than
+    `scale`, a value out of range ("12", "-3") or no number: None. Never clamped: a judge that
+    answers out of range is counted as unparsed, not read as its nearest bound."""
+    text = _FENCE.sub("", reply.strip())
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):  # the format asked for: the key decides, nothing else is read
+        value = obj.get("score")
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok and 0 <= value <= scale else None
+    found = _LABELLED.findall(text) or _ANY.findall(text)
+    values = {float(v) for v, _, _ in found}
+    if len(values) != 1 or any(r or (d and int(d) != scale) for _, d, r in found):
+        return None
+    (value,) = values
+    return value if 0 <= value <= scale else None
+
+
 class LLMJudge:
-    """Quality = an integer 0-10 from a local causal LM asked about the criteria, / 10. For data
-    without truth; an answer without a number scores 0 and is counted as unparsed."""
+    """Quality = the score a local judge model states / judge.scale. The judge sees the page (a
+    VLM; judge.page) and the reference truth (judge.use_reference), through its own chat template,
+    and decodes greedily with degenbench's settings, not its checkpoint's. A reply without a clear
+    score in range scores 0 and is counted as unparsed; `last_prompt` / `last_reply` keep the
+    latest exchange, `counts()` the totals."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, device: str = "auto", max_image_pixels: int | None = None):
         import torch
-        from transformers import pipeline
+        from hydra.utils import get_class
 
-        self.cfg = cfg
-        self.pipe = pipeline("text-generation", model=cfg.model, dtype=getattr(torch, cfg.dtype))
-        self.unparsed = 0
+        from degenbench.families import pick_device
+        from degenbench.generate import decoding
+
+        if OmegaConf.is_missing(cfg, "model"):
+            raise ValueError("judge.model is not set: give the hub id or local directory of the judge model")
+        self.cfg, self.max_image_pixels = cfg, max_image_pixels
+        self.judged = self.unparsed = 0
+        self.last_prompt = self.last_reply = self.last_score = None
+        self._page: tuple[str, object] | None = None  # (doc id, page): a document's N candidates decode it once
+        dev = pick_device(device)
+        dtype = getattr(torch, cfg.dtype)
+        if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+            dtype = torch.float32  # as families.load: half precision on CPU is slow or unsupported
+        try:
+            model_cls = get_class(cfg.model_class)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ValueError(f"judge.model_class={cfg.model_class!r} is not importable: {e}") from e
+        loader = get_class("transformers.AutoProcessor" if cfg.page else "transformers.AutoTokenizer")
+        text_only = ("use a VLM judge, or judge.page=false with judge.model_class="
+                     "transformers.AutoModelForCausalLM for a text-only one")
+        hub = {"trust_remote_code": cfg.trust_remote_code} | ({"revision": str(cfg.revision)} if cfg.get("revision") else {})
+        try:
+            self.processor = loader.from_pretrained(cfg.model, **hub)
+        except OSError as e:
+            raise OSError(f"cannot load the {'processor' if cfg.page else 'tokenizer'} of judge.model={cfg.model!r} "
+                          f"(judge.page={str(cfg.page).lower()}): {e}" + ("\n" + text_only if cfg.page else "")) from e
+        if cfg.page and not hasattr(self.processor, "image_processor"):
+            raise ValueError(f"judge.page=true, but judge.model={cfg.model!r} has no image processor: {text_only}")
+        if not getattr(self.processor, "chat_template", None):
+            raise ValueError(f"judge.model={cfg.model!r} has no chat template; the judge is prompted through it")
+        try:
+            self.model = model_cls.from_pretrained(cfg.model, dtype=dtype, **hub).to(dev).eval()
+        except OSError as e:
+            raise OSError(f"cannot load the judge from judge.model={cfg.model!r}: {e}\nWithout the hub, "
+                          "point judge.model at a local snapshot.") from e
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        gen = OmegaConf.create({"max_new_tokens": cfg.max_new_tokens, "do_sample": False,
+                                "repetition_penalty": 1.0, "no_repeat_ngram_size": 0})
+        pad = self.tokenizer.pad_token_id
+        self.generation_config = decoding(self.model, gen, pad_token_id=pad if pad is not None else self.tokenizer.eos_token_id)
+        log.info("LLM judge %s (%s, page=%s, reference=%s, %s)", cfg.model, type(self.model).__name__,
+                 cfg.page, cfg.use_reference, dev)
+
+    def messages(self, doc: Document, text: str) -> list[dict]:
+        """The chat the judge answers: criteria, reference (when used), candidate, reply format."""
+        c = self.cfg
+        reference = c.reference_prompt.format(reference=doc.answer) if c.use_reference and doc.text.strip() else ""
+        prompt = c.prompt.format(criteria="\n".join(f"- {x}" for x in c.criteria), reference=reference,
+                                 candidate=text, scale=c.scale)
+        if not c.page:  # plain-string content: what text-only chat templates expect
+            return [{"role": "user", "content": prompt}]
+        return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+    def page(self, doc: Document):
+        """The document's page, downscaled to judge.max_pixels (a judge's own processor may allow
+        far more image tokens than a page needs)."""
+        if self._page is None or self._page[0] != doc.id:
+            page = doc.load_image(self.max_image_pixels)  # it was sampled: its page passed these checks
+            if self.cfg.max_pixels and page.width * page.height > self.cfg.max_pixels:
+                f = math.sqrt(self.cfg.max_pixels / (page.width * page.height))
+                page = page.resize((max(1, int(page.width * f)), max(1, int(page.height * f))))
+            self._page = (doc.id, page)
+        return self._page[1]
+
+    def reply(self, doc: Document, text: str) -> str:
+        import torch
+
+        self.last_prompt = self.processor.apply_chat_template(self.messages(doc, text), tokenize=False,
+                                                              add_generation_prompt=True)
+        # the template wrote the special tokens; the tokenizer adds none (no second BOS)
+        kwargs = {"images": [self.page(doc)]} if self.cfg.page else {}
+        inputs = self.processor(text=[self.last_prompt], return_tensors="pt", add_special_tokens=False,
+                                **kwargs).to(self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, generation_config=self.generation_config)
+        return self.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
     def quality(self, doc: Document, text: str) -> float:
-        prompt = self.cfg.prompt.format(criteria="\n".join(f"- {c}" for c in self.cfg.criteria),
-                                        candidate=text)
-        reply = self.pipe(prompt, max_new_tokens=self.cfg.max_new_tokens, do_sample=False,
-                          return_full_text=False)[0]["generated_text"]
-        m = re.search(r"\d+", reply)
-        if m is None:
+        self.last_reply = self.reply(doc, text)
+        self.last_score = parse_score(self.last_reply, self.cfg.scale)
+        self.judged += 1
+        if self.last_score is None:
             self.unparsed += 1
+            log.debug("LLM judge reply without a clear score for %s: %r", doc.id, self.last_reply)
             return 0.0
-        return min(int(m.group()), 10) / 10
+        return self.last_score / self.cfg.scale
+
+    def counts(self) -> dict:
+        return {"judged": self.judged, "unparsed": self.unparsed}
+
+    def close(self) -> None:
+        from degenbench.families import release
+
+        release(self.model)
+        self.model = None
 
 
 JUDGES = {"reference": ReferenceJudge, "llm": LLMJudge}
 
 
 def judge_candidates(cfg: DictConfig, docs: dict[str, Document], cands: pd.DataFrame) -> pd.DataFrame:
-    """Add degenerate, json_valid, quality and good (usable as chosen) to each candidate."""
-    judge = JUDGES[cfg.judge.kind](cfg.judge)
+    """Add degenerate, json_valid, quality and good (usable as chosen) to each candidate; with the
+    LLM judge also judge_reply and judge_score (NaN: unparsed), and its counts in attrs["judge"]."""
     m, j = cfg.metrics, cfg.judge
+    judge = JUDGES[j.kind](j, device=cfg.get("device", "auto"),
+                           max_image_pixels=cfg.data.get("max_image_pixels") if "data" in cfg else None)
     out = cands.copy()
     cut = out["loop_stopped"] if "loop_stopped" in out else [False] * len(out)  # older candidate sets
     out["degenerate"] = [is_degenerate(t, h or c, m.tail_chars, m.min_repeats)
                          for t, h, c in zip(out["text"], out["hit_limit"], cut)]
     out["json_valid"] = [parse_prediction(t)[0] is not None for t in out["text"]]
-    out["quality"] = [judge.quality(docs[d], t) for d, t in zip(out["doc_id"], out["text"])]
+    quality, replies, scores = [], [], []
+    for d, t in zip(out["doc_id"], out["text"]):
+        quality.append(judge.quality(docs[d], t))
+        replies.append(getattr(judge, "last_reply", None))
+        scores.append(getattr(judge, "last_score", None))
+    out["quality"] = quality
+    if isinstance(judge, LLMJudge):  # what it said and read, kept in judged.parquet
+        out["judge_reply"] = replies
+        out["judge_score"] = pd.Series(scores, index=out.index, dtype="float64")
+        out.attrs["judge"] = judge.counts()
+        judge.close()
+        if judge.unparsed:
+            log.warning("LLM judge gave no score for %d of %d candidates (scored 0; replies in judge_reply)",
+                        judge.unparsed, judge.judged)
     out["good"] = (~out["degenerate"] & (out["json_valid"] | (not j.require_json))
                    & (out["quality"] >= j.min_score))
-    if getattr(judge, "unparsed", 0):
-        log.warning("LLM judge gave no score for %d of %d candidates", judge.unparsed, len(out))
     return out

@@ -72,6 +72,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
         "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),
         "family": cfg.family.name, "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
         "rejected_unfinished": sum(not f for f in rows["rejected_finished"]),
+        **judged.attrs.get("judge", {}),  # the LLM judge's counts: judged, unparsed
     }
     io.write_json(out / STATS, stats)
     log.info("pairs %s: %d pairs from %d documents (%d of them with a degenerate candidate)",
