@@ -31,6 +31,8 @@ RECORD_FILES = ("metrics.json", "config.yaml", "heldout_ids.json", "training.jso
 def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     """A table for reading: rates as percentages with their intervals, 3-4 significant digits."""
     df = df.drop(columns=["run_dir", "run_id", "source", "max_new_tokens"], errors="ignore").copy()
+    text = df.select_dtypes(exclude=["number", "bool"]).columns
+    df[text] = df[text].astype(object).where(df[text].notna(), "")  # a missing label reads blank, not "nan"
     if "beta" in df:
         df["beta"] = [f"{b:g}" if pd.notna(b) else "" for b in df.beta]
     if {"degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"} <= set(df.columns):
@@ -72,17 +74,19 @@ def archive(runs: pd.DataFrame, dest: Path) -> None:
         shutil.copyfile(src / runs_mod.COMPLETE, dst / runs_mod.COMPLETE)  # last: the copy is whole
 
 
-def report(runs: pd.DataFrame, out: str | Path, command: str, artifacts: str | Path | None = None) -> dict:
+def report(runs: pd.DataFrame, out: str | Path, command: str) -> dict:
     """Write every table and figure of `runs` into `out`; returns {name: DataFrame}."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     local = runs.run_dir.notna().all()
     preds = runs_mod.load_predictions(runs) if local else None
-    comp = tables.comparisons(runs, preds) if local else pd.DataFrame()
-    named = {"runs": runs, "stages": tables.stage_table(runs), "beta_sweep": tables.beta_sweep(runs),
-             "comparisons": comp, "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
-    if artifacts and Path(artifacts).is_dir():
-        named["pairs"] = tables.pair_stats(artifacts, runs)
+    choice = tables.choose_beta(runs)  # once: its warning (no validation runs) is said once
+    comp = tables.comparisons(runs, preds, choice=choice) if local else pd.DataFrame()
+    named = {"runs": runs, "beta_choice": choice, "stages": tables.stage_table(runs, choice),
+             "beta_sweep": tables.beta_sweep(runs, choice), "comparisons": comp,
+             "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
+    if local:  # each DPO run's metrics.json records its pair set's statistics
+        named["pairs"] = tables.pair_stats(runs)
     figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
             "cost": figures.cost(named["cost"], named["stages"])}
     if local:
@@ -94,8 +98,15 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, artifacts: str | P
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
-          "pairs runs on the same documents (exact McNemar on the degenerate flags, paired bootstrap BCa "
-          "interval of the mean CER difference).\n", "## Figures\n"]
+          "pairs runs on the same documents within a seed (exact McNemar on the degenerate flags, paired "
+          "bootstrap BCa interval of the mean CER difference).\n",
+          "DPO's beta is chosen per family, size and seed on the `validation` eval set (lowest degeneration, "
+          "then lowest CER, then lowest beta; `beta_choice`) and reported on the other eval sets; a model "
+          "without validation runs gets no chosen beta, and its tables list every beta.\n",
+          "Rows with seed `pooled` pool the seeds: counts summed, the Wilson interval taken on the sums, "
+          "CER, NED, score and JSON validity weighted by documents, `deg_rate_sd` the spread of the rate "
+          "across seeds; pooled comparisons concatenate each seed's paired documents (documents x seeds "
+          "as units). The figures draw the pooled rows.\n", "## Figures\n"]
     for name, fig in figs.items():
         figures.save(fig, out, name)
         md.append(f"![{name}]({name}.png)\n")
@@ -107,7 +118,6 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, artifacts: str | P
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="degenbench-report", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="results/runs", help="folder of run folders (local store)")
-    p.add_argument("--artifacts", default="results/artifacts", help="artifact store (pair statistics)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="load the runs from this W&B project instead")
     p.add_argument("--filters", type=json.loads, default=None, help="W&B run filters as JSON")
     p.add_argument("--out", default="results/report", help="where tables and figures go")
@@ -120,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.archive:
         archive(runs, Path(args.archive))
     cmd = shlex.join(["degenbench-report", *(argv if argv is not None else sys.argv[1:])])
-    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, args.artifacts)
+    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(_fmt(named["stages"]).to_string(index=False))
         print(named["reduction"].to_string(index=False))

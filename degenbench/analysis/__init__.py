@@ -3,8 +3,8 @@ paired statistics, paper figures, and a per-document drill-down. `degenbench-rep
 from degenbench.analysis import figures
 from degenbench.analysis.runs import (COLUMNS, load_predictions, load_runs, load_training, load_wandb,
                                       load_wandb_offline)
-from degenbench.analysis.tables import (beta_sweep, comparisons, cost, pair_stats, reductions,
+from degenbench.analysis.tables import (beta_sweep, choose_beta, comparisons, cost, pair_stats, reductions,
                                         relative_reduction, stage_table)
 
-__all__ = ["COLUMNS", "figures", "beta_sweep", "comparisons", "cost", "load_predictions", "load_runs", "load_training",
+__all__ = ["COLUMNS", "figures", "beta_sweep", "choose_beta", "comparisons", "cost", "load_predictions", "load_runs", "load_training",
            "load_wandb", "load_wandb_offline", "pair_stats", "reductions", "relative_reduction", "stage_table"]

@@ -21,7 +21,7 @@ def pages(run_dir: str | Path, doc_ids: list[str]) -> dict:
     """The page images of `doc_ids` as the run saw them, rebuilt from the run's own config (the
     synthetic source is seeded; a manifest or HF source is read again from its path)."""
     cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    train, held = load_split(cfg.data, cfg.seed)
+    train, _, held = load_split(cfg.data, cfg.seed)
     by_id = {d.id: d for d in held}
     missing = [i for i in doc_ids if i not in by_id]
     if missing:

@@ -23,13 +23,16 @@ from degenbench.config import STAGES
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
+HELDOUT, VALIDATION = "heldout", "validation"  # the training source's held-out split; the split beta is chosen on
 EVAL_JOB_TYPES = list(STAGES)  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
 
 # The schema: column -> meaning. Every loader returns exactly these columns, in this order.
 COLUMNS = {
     "family": "model family (conf/family)", "size": "tiny stand-in or real",
+    "eval_set": "documents evaluated: heldout (the training source's held-out split), validation (carved "
+                "from the training side, never trained on; beta is chosen here) or a named external set",
     "stage": "vanilla, sft or dpo", "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
-    "n_docs": "held-out documents evaluated", "max_new_tokens": "generation token limit",
+    "n_docs": "documents of its eval set evaluated", "max_new_tokens": "generation token limit",
     "n_degenerate": "documents whose output is degenerate (the paper's rule)",
     "degeneration_rate": "n_degenerate / n_docs", "deg_ci95_lo": "Wilson 95% lower bound",
     "deg_ci95_hi": "Wilson 95% upper bound", "cer": "mean character error rate (exceeds 1 on loops)",
@@ -62,6 +65,7 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
     stage = s.get("stage", _get(config, "stage"))
     return {
         "family": s.get("family", _get(config, "family.name")), "size": s.get("size", _get(config, "family.size")),
+        "eval_set": s.get("eval_set") or HELDOUT,  # runs made before eval sets were named: the held-out split
         "stage": stage, "beta": s.get("beta") if stage == "dpo" else None,
         "seed": s.get("seed", _get(config, "seed")), "n_docs": s["n_docs"],
         "max_new_tokens": _get(config, "generation.max_new_tokens"),
@@ -77,20 +81,36 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
     }
 
 
+def sort_key(col: pd.Series) -> pd.Series:
+    """Sort key of one column: stages in pipeline order, heldout first and validation last among
+    eval sets, seeds numerically with "pooled" (and missing) after them."""
+    if col.name == "stage":
+        return col.map({s: i for i, s in enumerate(STAGES)})
+    if col.name == "eval_set":
+        return col.map(lambda e: f"{0 if e == HELDOUT else 2 if e == VALIDATION else 1}{e}")
+    if col.name == "seed":
+        return pd.to_numeric(col.astype(object), errors="coerce").astype(float).fillna(float("inf"))
+    return col
+
+
+def ordered(df: pd.DataFrame, by=("family", "size", "eval_set", "stage", "beta", "seed")) -> pd.DataFrame:
+    """`df` sorted by `by` (stage, eval set and seed in their natural order; NaN beta first)."""
+    return df.sort_values(list(by), key=sort_key, na_position="first", kind="stable").reset_index(drop=True)
+
+
 def frame(rows: list[dict], where: str) -> pd.DataFrame:
-    """Rows as the schema's DataFrame, ordered family, stage (vanilla, sft, dpo), beta."""
+    """Rows as the schema's DataFrame, ordered family, size, eval set, stage (vanilla, sft, dpo),
+    beta, seed."""
     if not rows:
         raise FileNotFoundError(f"no finished evaluation runs in {where}: run `degenbench experiment=toy` "
                                 "first, or point the loader at another store")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    text = {"family", "size", "stage", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
+    text = {"family", "size", "eval_set", "stage", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
     counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "n_loop_stopped", "new_tokens",
               "new_tokens_degenerate"}
     df = df.astype({c: "Int64" if c in counts else float  # a missing value is NA, never None
                     for c in COLUMNS if c not in text})
-    order = df.stage.map({s: i for i, s in enumerate(STAGES)})
-    return df.assign(_o=order).sort_values(["family", "_o", "beta"], na_position="first") \
-        .drop(columns="_o").reset_index(drop=True)
+    return ordered(df)
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
@@ -206,15 +226,17 @@ def load_predictions(runs: pd.DataFrame, columns: list[str] | None = None) -> pd
 
 def load_training(runs: pd.DataFrame) -> pd.DataFrame:
     """Training curves behind each local run (its training.json log history), one row per logged
-    step: run_id, family, stage, beta, trained ("sft" or "dpo"), step and the logged values."""
+    step: run_id, family, size, eval_set, seed, stage, beta, trained ("sft" or "dpo"), step and the
+    logged values. A model evaluated on several eval sets has the same history under each."""
     rows = []
     for r in runs.itertuples():
-        f = Path(r.run_dir) / "training.json" if r.run_dir else None
+        f = Path(r.run_dir) / "training.json" if isinstance(r.run_dir, str) else None
         if f is None or not f.is_file():
             continue
         rec = json.loads(f.read_text())
         for h in rec.get("log_history", []):
             if "loss" in h:  # a logged training step (the last entry is the run's total)
-                rows.append({"run_id": r.run_id, "family": r.family, "stage": r.stage, "beta": r.beta,
+                rows.append({"run_id": r.run_id, "family": r.family, "size": r.size,
+                             "eval_set": r.eval_set, "seed": r.seed, "stage": r.stage, "beta": r.beta,
                              "trained": rec.get("kind"), **h})
     return pd.DataFrame(rows)

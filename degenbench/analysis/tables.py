@@ -1,153 +1,173 @@
 """Comparison tables from the runs DataFrame (`runs.COLUMNS`) and the per-document predictions.
 
-Stages are compared on the same held-out documents, so the tests are paired: an exact McNemar
-test on the degenerate flags and a paired bootstrap interval for the mean CER difference.
+Rows are per (family, size, eval_set, seed); rows with seed "pooled" pool the seeds (n_seeds of
+them): counts summed, the degeneration rate's Wilson 95% interval on the sums (documents x seeds
+as independent trials), CER/NED/score/json_valid doc-weighted means, and `deg_rate_sd` the
+across-seed standard deviation of the rate (NaN for one seed), the spread that interval leaves out.
+
+DPO's beta is chosen per (family, size, seed) on the validation eval set (`choose_beta`) and
+reported on the other eval sets; validation itself is never a reported set. Where a model has no
+validation runs no beta is chosen and every beta is shown. Paired per-document statistics live in
+`compare`.
 """
 from __future__ import annotations
 
 import json
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import bootstrap
-from statsmodels.stats.contingency_tables import mcnemar
 
-from degenbench.config import STAGES
-from degenbench.stages.store import COMPLETE
+from degenbench.analysis.compare import (KEY, MODEL, check_unique, choose_beta, comparisons, mark_chosen,
+                                         paired, relative_reduction)
+from degenbench.analysis.runs import VALIDATION, ordered
+from degenbench.metrics.stats import wilson
 
+__all__ = ["beta_sweep", "check_unique", "choose_beta", "comparisons", "cost", "loop_overhead", "paired",
+           "pair_stats", "pool", "reductions", "relative_reduction", "stage_table"]
 log = logging.getLogger(__name__)
+MEANS = ["cer", "ned", "score", "json_valid_rate"]  # per-document means: pooled weighted by n_docs
+RATE = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "deg_rate_sd"]
+STAGE_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "stage", "beta", "beta_chosen_on", *RATE,
+              *MEANS, "max_new_tokens", "run_id"]
+SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen", *RATE,
+              "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
+              "json_valid_rate", "dpo_skipped"]
+PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
+              "docs_with_degenerate", "pairs"]
 
 
-def relative_reduction(before: float, after: float) -> float:
-    """The paper's measure of what DPO did to degeneration: (before - after) / before; e.g.
-    Nanonets-OCR2-3B, SFT 1.61% -> DPO 0.20%: 0.876. NaN where nothing looped before."""
-    return (before - after) / before if before else float("nan")
-
-
-def best_dpo(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per family, the DPO run with the lowest degeneration, then the lowest CER. The choice is
-    made on the evaluation documents themselves, as the paper reports its best beta."""
-    dpo = runs[runs.stage == "dpo"].sort_values(["family", "degeneration_rate", "cer", "beta"])
-    return dpo.groupby("family", sort=True).head(1)
-
-
-def stage_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Family x stage: vanilla, SFT and the best-beta DPO run, with the numbers the paper reports."""
-    rows = pd.concat([runs[runs.stage != "dpo"], best_dpo(runs)])
-    cols = ["family", "stage", "beta", "n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo",
-            "deg_ci95_hi", "cer", "ned", "score", "json_valid_rate", "max_new_tokens", "run_id"]
-    order = rows.stage.map({s: i for i, s in enumerate(STAGES)})
-    return rows.assign(_o=order).sort_values(["family", "_o"])[cols].reset_index(drop=True)
-
-
-def beta_sweep(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every DPO run by beta, beside its family's SFT run."""
-    sft = runs[runs.stage == "sft"].set_index("family")
-    dpo = runs[runs.stage == "dpo"].copy()
-    for col in ("degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer"):
-        dpo[f"sft_{col}"] = dpo.family.map(sft[col])
-    return dpo[["family", "beta", "n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi",
-                "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
-                "json_valid_rate", "dpo_skipped"]] \
-        .reset_index(drop=True)
-
-
-def paired(a: pd.DataFrame, b: pd.DataFrame, label: str, seed: int = 0, resamples: int = 9999) -> dict:
-    """Run b against run a on the same documents (per-document frames indexed by doc_id, with
-    `degenerate` and `cer`): exact McNemar on the degenerate flags, and a paired bootstrap (BCa)
-    95% interval for mean CER of b minus a."""
-    if set(a.index) != set(b.index):
-        raise ValueError(f"{label}: the two runs were evaluated on different documents "
-                         f"({len(set(a.index) ^ set(b.index))} differ); compare runs of one held-out set")
-    b = b.loc[a.index]
-    only_a = int((a.degenerate & ~b.degenerate).sum())  # looped in a, not in b: fixed
-    only_b = int((~a.degenerate & b.degenerate).sum())  # new loops in b
-    both = int((a.degenerate & b.degenerate).sum())
-    p = mcnemar([[both, only_a], [only_b, len(a) - both - only_a - only_b]], exact=True).pvalue
-    diff = (b.cer - a.cer).to_numpy()
-    lo, hi = _mean_ci(diff, seed, resamples)
-    return {"n_docs": len(a), "loops_fixed": only_a, "loops_new": only_b, "loops_both": both,
-            "mcnemar_p": float(p), "cer_diff": float(diff.mean()), "cer_diff_ci95_lo": lo,
-            "cer_diff_ci95_hi": hi}
-
-
-def _mean_ci(diff: np.ndarray, seed: int, resamples: int) -> tuple[float, float]:
-    """Bootstrap 95% interval of the mean: BCa, or the percentile interval where BCa is undefined
-    (nearly all differences equal, as when two stages agree on most documents)."""
-    if len(diff) == 0:
-        return float("nan"), float("nan")
-    if np.ptp(diff) <= 1e-12:  # a constant difference: the interval is that constant
-        return float(diff[0]), float(diff[0])
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # scipy warns, then returns NaN, where BCa is undefined
-        ci = bootstrap((diff,), np.mean, n_resamples=resamples, random_state=seed).confidence_interval
-    if np.isnan([ci.low, ci.high]).any():
-        ci = bootstrap((diff,), np.mean, n_resamples=resamples, random_state=seed,
-                       method="percentile").confidence_interval
-    return float(ci.low), float(ci.high)
-
-
-def comparisons(runs: pd.DataFrame, predictions: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
-    """Per family: vanilla -> SFT, and SFT -> DPO at each beta, paired by document."""
-    per_doc = {rid: g.set_index("doc_id")[["degenerate", "cer"]] for rid, g in predictions.groupby("run_id")}
+def pool(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One row per group of `by` pooling its per-seed rows (see the module docstring). `beta`,
+    unless grouped on, is the group's common beta, NaN where its seeds differ; `run_id` lists the
+    pooled runs, comma-separated."""
     out = []
-    for family, g in runs.groupby("family", sort=True):
-        by = {s: g[g.stage == s] for s in STAGES}
-        steps = []
-        if len(by["vanilla"]) and len(by["sft"]):
-            steps.append(("vanilla", by["vanilla"].iloc[0], by["sft"].iloc[0]))
-        if len(by["sft"]):
-            steps += [("sft", by["sft"].iloc[0], d) for _, d in by["dpo"].iterrows()]
-        elif len(by["dpo"]):  # said, not dropped silently: the runs table still lists them
-            log.warning("%s: no finished SFT run to compare its DPO runs with; run stage=sft", family)
-        for before, a, b in steps:
-            if a.run_id not in per_doc or b.run_id not in per_doc:
-                log.warning("%s: no predictions for %s or %s; left out", family, a.run_id, b.run_id)
-                continue
-            out.append({"family": family, "from": before, "to": b.stage, "beta": b.beta,
-                        "deg_from": a.degeneration_rate, "deg_to": b.degeneration_rate,
-                        "relative_reduction": relative_reduction(a.degeneration_rate, b.degeneration_rate),
-                        "cer_from": a.cer, "cer_to": b.cer,
-                        **paired(per_doc[a.run_id], per_doc[b.run_id], f"{a.run_id} vs {b.run_id}", seed)})
+    for key, g in rows.groupby(by, dropna=False, sort=False):
+        n, k = int(g.n_docs.sum()), int(g.n_degenerate.sum())
+        lo, hi = wilson(k, n)
+        w = g.n_docs.to_numpy(float)
+        rec = {**dict(zip(by, key)), "seed": "pooled", "n_seeds": len(g), "n_docs": n, "n_degenerate": k,
+               "degeneration_rate": k / n if n else np.nan, "deg_ci95_lo": lo, "deg_ci95_hi": hi,
+               "deg_rate_sd": g.degeneration_rate.astype(float).std(),  # ddof 1: NaN for one seed
+               **{c: float(np.dot(g[c].to_numpy(float), w) / w.sum()) if n else np.nan
+                  for c in MEANS if c in g},
+               "run_id": ",".join(g.run_id)}
+        if "max_new_tokens" in g:
+            rec["max_new_tokens"] = g.max_new_tokens.max()
+        if "beta" not in rec:
+            betas = set(g.beta.dropna())
+            rec["beta"] = betas.pop() if len(betas) == 1 and g.beta.notna().all() else np.nan
+        out.append(rec)
     return pd.DataFrame(out)
 
 
+def _chosen_missing(dpo: pd.DataFrame, chosen: pd.Series, reported: pd.DataFrame, choice: pd.DataFrame) -> None:
+    """Warn where a beta was chosen but that beta's run on a reported eval set is missing."""
+    got = set(zip(*(dpo.loc[chosen, c] for c in [*MODEL, "eval_set"])))
+    sets = reported.groupby(MODEL, dropna=False).eval_set.unique()
+    missing = [f"{c.family} {c.size} seed {c.seed} beta {c.beta:g} on {e}" for c in choice.itertuples()
+               for e in sets.get((c.family, c.size, c.seed), []) if (c.family, c.size, c.seed, e) not in got]
+    if missing:
+        log.warning("the beta chosen on validation has no run on a reported eval set, so no DPO row is shown "
+                    "there: %s; evaluate that beta on it", "; ".join(missing))
+
+
+def stage_table(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (family, size, eval_set, seed) of every eval set but validation: vanilla, SFT and DPO
+    at the beta chosen on validation (`beta_chosen_on`; every beta where none was chosen), then
+    the pooled rows (seed "pooled"): one per stage, DPO pooling each seed's chosen beta (or per
+    beta where none was chosen). Columns: STAGE_COLS."""
+    check_unique(runs)
+    choice = choose_beta(runs) if choice is None else choice
+    rep = runs[runs.eval_set != VALIDATION]
+    dpo = rep[rep.stage == "dpo"]
+    chosen = mark_chosen(dpo, choice)
+    decided = set(zip(*(choice[c] for c in MODEL)))
+    keep = chosen | ~pd.Series([k in decided for k in zip(*(dpo[c] for c in MODEL))], index=dpo.index, dtype=bool)
+    _chosen_missing(dpo, chosen, rep, choice)
+    per_seed = pd.concat([rep[rep.stage != "dpo"].assign(beta_chosen_on=None),
+                          dpo[keep].assign(beta_chosen_on=np.where(chosen[keep], VALIDATION, None))])
+    per_seed = per_seed.assign(n_seeds=1, deg_rate_sd=np.nan)
+    by = ["family", "size", "eval_set", "stage", "beta_chosen_on", "_beta"]  # chosen DPO pools across betas
+    pooled = pool(per_seed.assign(_beta=per_seed.beta.where(per_seed.beta_chosen_on.isna())), by)
+    both = pd.concat([per_seed[STAGE_COLS], pooled.reindex(columns=STAGE_COLS)], ignore_index=True)
+    return ordered(both, ["family", "size", "eval_set", "seed", "stage", "beta"])
+
+
+def beta_sweep(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every DPO run (every eval set, validation too) per (family, size, eval_set, seed, beta)
+    beside the SFT run of its (family, size, eval_set, seed); `chosen`: the beta chosen on
+    validation for its seed. Pooled rows per (family, size, eval_set, beta) pool both sides over
+    the seeds (SFT over the seeds that have one). Columns: SWEEP_COLS."""
+    check_unique(runs)
+    choice = choose_beta(runs) if choice is None else choice
+    dpo = runs[runs.stage == "dpo"]
+    dpo = dpo.assign(chosen=mark_chosen(dpo, choice), n_seeds=1, deg_rate_sd=np.nan)
+    side = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer", "run_id"]
+    sft = runs.loc[runs.stage == "sft", KEY + side].rename(columns={c: f"sft_{c}" for c in side})
+    per_seed = dpo.merge(sft, on=KEY, how="left")
+    by = ["family", "size", "eval_set", "beta"]
+    pooled = pool(per_seed, by)
+    flags = per_seed.groupby(by, dropna=False, sort=False).agg(chosen=("chosen", "all"),
+                                                               dpo_skipped=("dpo_skipped", "any"))
+    with_sft = per_seed.dropna(subset=["sft_n_docs"])[[*by, "seed"] + [f"sft_{c}" for c in side]]
+    sft_pooled = pool(with_sft.rename(columns=lambda c: c.removeprefix("sft_")), by)
+    pooled = pooled.merge(flags.reset_index(), on=by, how="left").merge(
+        sft_pooled[by + ["degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer"]].rename(
+            columns=lambda c: c if c in by else f"sft_{c}"), on=by, how="left")
+    both = pd.concat([per_seed[SWEEP_COLS], pooled.reindex(columns=SWEEP_COLS)], ignore_index=True)
+    return ordered(both, ["family", "size", "eval_set", "seed", "beta"])
+
+
 def reductions(comp: pd.DataFrame) -> pd.DataFrame:
-    """Per family, its best DPO run (lowest degeneration, then CER) against SFT with the paper's
-    relative reduction; the last row is the mean over families where one is defined."""
-    vs = comp[comp["from"] == "sft"]
-    if vs.empty:
-        return pd.DataFrame()
-    best = vs.sort_values(["family", "deg_to", "cer_to", "beta"]).groupby("family", sort=True).head(1)
-    out = best[["family", "beta", "deg_from", "deg_to", "relative_reduction", "mcnemar_p",
-                "cer_from", "cer_to"]].rename(columns={"deg_from": "sft_deg", "deg_to": "dpo_deg",
-                                                       "cer_from": "sft_cer", "cer_to": "dpo_cer"})
-    mean = {"family": "mean", "relative_reduction": out.relative_reduction.mean()}  # NaNs skipped
-    return pd.concat([out, pd.DataFrame([mean])], ignore_index=True)
+    """Per (family, size, eval_set) of the reported eval sets, DPO at the beta chosen on
+    validation against SFT with the paper's relative reduction, per seed and pooled over seeds
+    (from `comparisons`); every beta where none was chosen. Then per eval set a "mean" row: the
+    mean over models of the pooled chosen-beta reductions where one is defined."""
+    cols = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "beta_chosen_on", "n_docs", "sft_deg",
+            "dpo_deg", "relative_reduction", "mcnemar_p", "sft_cer", "dpo_cer"]
+    if comp.empty:
+        return pd.DataFrame(columns=cols)
+    vs = comp[(comp["from"] == "sft") & (comp.eval_set != VALIDATION)]
+    chosen = vs.beta_chosen_on.eq(VALIDATION)
+    decided = chosen.groupby([vs[c] for c in KEY], dropna=False, sort=False).transform("any")
+    out = vs[chosen | ~decided].rename(columns={"deg_from": "sft_deg", "deg_to": "dpo_deg", "cer_from": "sft_cer",
+                                                 "cer_to": "dpo_cer"})[cols]
+    means = [{"family": "mean", "eval_set": e, "seed": "pooled",  # NaNs skipped
+              "relative_reduction": g[g.seed.eq("pooled") & g.beta_chosen_on.eq(VALIDATION)].relative_reduction.mean()}
+             for e, g in out.groupby("eval_set", sort=False)]
+    return pd.concat([out, pd.DataFrame(means, columns=cols)], ignore_index=True) \
+        .astype({"n_seeds": "Int64", "n_docs": "Int64"})
 
 
-def pair_stats(artifacts_dir: str | Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """The pair sets behind the DPO runs in `runs` (found by the key each run's config gives them):
-    documents, candidates, degenerate (of which cut by loop-aware stopping) and good ones, pairs."""
-    from omegaconf import OmegaConf
-
-    from degenbench.stages.graph import Keys
-
-    rows, seen = [], set()
-    for r in runs[(runs.stage == "dpo") & runs.run_dir.notna()].itertuples():
-        cfg = OmegaConf.load(Path(r.run_dir) / "config.yaml")
-        d = Path(artifacts_dir) / "pairs" / f"{r.family}-{Keys(cfg).pairs}"
-        if d in seen or not (d / COMPLETE).exists():
+def pair_stats(runs: pd.DataFrame) -> pd.DataFrame:
+    """The pair sets behind the DPO runs in `runs`, as each run recorded them in its metrics.json
+    ("pairs": key, dir, stats): one row per pair set with the seeds and number of DPO runs that used
+    it, then documents, candidates, degenerate (of which cut by loop-aware stopping) and good ones,
+    documents with a degenerate candidate, pairs. DPO runs that recorded none are named in a warning."""
+    found, missing = {}, []
+    dpo = runs[runs.stage == "dpo"]
+    for r in dpo.itertuples():
+        f = Path(r.run_dir) / "metrics.json" if isinstance(r.run_dir, str) else None
+        rec = json.loads(f.read_text()).get("pairs") if f is not None and f.is_file() else None
+        if not rec:
+            missing.append(r.run_id)
             continue
-        seen.add(d)
-        s = json.loads((d / "stats.json").read_text())
-        rows.append({k: s.get(k) for k in ("family", "documents", "candidates", "degenerate_candidates",
-                                            "loop_stopped_candidates", "good_candidates",
-                                            "docs_with_degenerate", "pairs")})
-    return pd.DataFrame(rows)
+        stats = rec.get("stats") or {}
+        row = found.setdefault(rec.get("key") or rec.get("dir"), {
+            "family": r.family, "size": r.size, "key": rec.get("key"), "seeds": set(), "n_runs": 0,
+            **{s: stats.get(s) for s in PAIR_STATS}})
+        row["seeds"].add(r.seed)
+        row["n_runs"] += 1
+    if missing:
+        log.warning("%d of %d DPO runs recorded no pair statistics (no \"pairs\" in their metrics.json: made "
+                    "before runs recorded them, or loaded from W&B, which keeps no nested values) and are not "
+                    "in the pairs table: %s", len(missing), len(dpo), ", ".join(missing))
+    for row in found.values():
+        row["seeds"] = ",".join(str(s) for s in sorted(row["seeds"], key=str))
+    return pd.DataFrame(list(found.values()),
+                        columns=["family", "size", "key", "seeds", "n_runs", *PAIR_STATS])
 
 
 def loop_overhead(pred: pd.DataFrame) -> tuple[float, float]:
@@ -168,8 +188,8 @@ def loop_overhead(pred: pd.DataFrame) -> tuple[float, float]:
 def cost(runs: pd.DataFrame, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """What loops cost per run: tokens and generation seconds on degenerate outputs (each row's
     equal share of its batch), and with per-document predictions the batch time loops added."""
-    out = runs[["family", "stage", "beta", "n_docs", "n_degenerate", "new_tokens", "new_tokens_degenerate",
-                "generate_seconds", "generate_seconds_degenerate", "run_id"]].copy()
+    out = runs[["family", "size", "eval_set", "seed", "stage", "beta", "n_docs", "n_degenerate", "new_tokens",
+                "new_tokens_degenerate", "generate_seconds", "generate_seconds_degenerate", "run_id"]].copy()
     out["token_share_degenerate"] = out.new_tokens_degenerate / out.new_tokens
     out["seconds_share_degenerate"] = out.generate_seconds_degenerate / out.generate_seconds
     if predictions is not None:
