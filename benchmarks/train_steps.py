@@ -28,13 +28,13 @@ def child(family: str, stage: str, method: str, steps: int, out: str, sft_dir: s
     from degenbench.stages.store import is_complete
 
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled", f"sft.method={method}",
-                   f"sft.max_steps={steps}", f"dpo.max_steps={steps}", "dpo.logging_steps=1",
-                   "sft.logging_steps=1"])
+                   f"sft.trainer.max_steps={steps}", f"dpo.trainer.max_steps={steps}", "dpo.trainer.logging_steps=1",
+                   "sft.trainer.logging_steps=1"])
     before = rss_mb()
     if stage == "sft":
         from degenbench.stages.sft import train_sft
 
-        train, _ = load_split(cfg.data, cfg.seed)
+        train = load_split(cfg.data, cfg.seed).train
         facts = train_sft(cfg, train, Path(out))
     else:
         from degenbench.stages.dpo import train_dpo

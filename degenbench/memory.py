@@ -79,14 +79,14 @@ def estimate(cfg: DictConfig, stage: str) -> dict:
     """The estimated peak of one `stage` ("sft" or "dpo") micro-batch for cfg's family and
     settings, in GiB, with its parts."""
     family = OmegaConf.to_yaml(cfg.family, resolve=True)
-    train = cfg.sft if stage == "sft" else cfg.dpo
+    train = (cfg.sft if stage == "sft" else cfg.dpo).trainer
     n_params, n_lora = _params(family)
     per = _per_token(family)
     image = 256 if cfg.family.arch == "gemma3" else cfg.family.max_pixels // 28**2
     seq = image + PROMPT_TEXT_TOKENS + cfg.data.max_new_tokens
-    rows = train.batch_size * (2 if stage == "dpo" else 1)  # DPO: chosen and rejected
+    rows = train.per_device_train_batch_size * (2 if stage == "dpo" else 1)  # DPO: chosen and rejected
     tokens = rows * seq
-    if train.gradient_checkpointing:
+    if train.activation_checkpointing:
         layers = tokens * (per["layers"] * per["hidden"] * 2 + per["layer"])
     else:
         layers = tokens * per["layers"] * per["layer"]
@@ -96,4 +96,5 @@ def estimate(cfg: DictConfig, stage: str) -> dict:
         parts["reference_logits"] = tokens * cfg.family.sizes.shape.config.text_config.vocab_size * 6
     out = {k: round(v / GIB, 1) for k, v in parts.items()}
     return out | {"total_gib": round(sum(parts.values()) / GIB, 1), "sequence_tokens": seq, "rows": rows,
-                  "gradient_checkpointing": bool(train.gradient_checkpointing), "batch_size": train.batch_size}
+                  "gradient_checkpointing": bool(train.activation_checkpointing),
+                  "batch_size": train.per_device_train_batch_size}

@@ -38,10 +38,10 @@ def overrides(family: str, snapshot: Path, manifest: Path, results_dir: Path) ->
     return [f"family={family}", "family.size=real", f"family.sizes.real.pretrained={snapshot}",
             "data=manifest", f"data.path={manifest}", "data.heldout=2", "data.max_new_tokens=24",
             f"paths.results_dir={results_dir}", "logger=disabled", "device=cpu", "seed=0",
-            "generation.batch_size=2", "sft.max_steps=4", "sft.batch_size=2", "sft.grad_accum=1",
-            "sft.learning_rate=2e-3",  # enough to move the blind stand-in off its one output
+            "generation.batch_size=2", "sft.trainer.max_steps=4", "sft.trainer.per_device_train_batch_size=2", "sft.trainer.gradient_accumulation_steps=1",
+            "sft.trainer.learning_rate=2e-3",  # enough to move the blind stand-in off its one output
             f"sampling.n={N_SAMPLES}", "sampling.batch_size=2", "pairs.rejected=mixed",
-            "dpo.max_steps=1", "dpo.batch_size=2", "dpo.grad_accum=1"]
+            "dpo.trainer.max_steps=1", "dpo.trainer.per_device_train_batch_size=2", "dpo.trainer.gradient_accumulation_steps=1"]
 
 
 def run(family: str, root: Path, pages: Path) -> dict:

@@ -60,8 +60,8 @@ def test_eval_only_pages_grow_the_heldout_set_and_leave_training_alone():
 
     base = compose(["data.n_docs=12", "data.heldout=4"]).data
     more = compose(["data.n_docs=12", "data.heldout=4", "data.eval_only=6"]).data
-    train, held = load_split(base, seed=0)
-    train2, held2 = load_split(more, seed=0)
+    train, _, held = load_split(base, seed=0)
+    train2, _, held2 = load_split(more, seed=0)
     assert [d.id for d in train2] == [d.id for d in train] and held2[:4] == held
     extra = held2[4:]
     assert len(extra) == 6 and not {d.id for d in extra} & {d.id for d in train + held}
@@ -71,6 +71,19 @@ def test_eval_only_pages_grow_the_heldout_set_and_leave_training_alone():
     manifest = OmegaConf.create({"source": "manifest", "eval_only": 3})
     with pytest.raises(ValueError, match="data.eval_only=3 adds synthetic pages"):
         load_split(manifest, seed=0)
+
+
+def test_validation_comes_from_the_training_side_and_leaves_the_heldout_set_alone():
+    from degenbench.documents import load_split
+
+    none = load_split(compose(["data.n_docs=20", "data.heldout=5"]).data, seed=0)
+    some = load_split(compose(["data.n_docs=20", "data.heldout=5", "data.validation=0.2"]).data, seed=0)
+    assert some.heldout == none.heldout and none.validation == []
+    assert len(some.validation) == 3 and {d.id for d in some.validation} <= {d.id for d in none.train}  # 20% of 15
+    assert [d.id for d in some.train] == [d.id for d in none.train if d not in some.validation]
+    with pytest.raises(ValueError, match="data.validation"):
+        load_split(compose(["data.n_docs=20", "data.heldout=5", "data.validation=15"]).data, seed=0)
+
 
 def _page(path, text="Visto"):
     img = Image.new("RGB", (56, 28), "white")

@@ -5,6 +5,7 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 from omegaconf import DictConfig
 
@@ -27,16 +28,33 @@ def load_documents(data: DictConfig) -> list[Document]:
     return docs
 
 
-def load_split(data: DictConfig, seed: int) -> tuple[list[Document], list[Document]]:
-    """A job's (train, held-out) documents: the seeded split of the source, plus, for synthetic
+class Split(NamedTuple):
+    train: list[Document]  # what SFT and the pairs may use
+    validation: list[Document]  # never trained on: chooses hyperparameters (DPO's beta)
+    heldout: list[Document]  # never trained on: what results report
+
+
+def load_split(data: DictConfig, seed: int) -> Split:
+    """A job's documents: the seeded split of the source into held-out (`data.heldout`),
+    validation (`data.validation`, carved from the training side) and train, plus, for synthetic
     pages, `data.eval_only` further pages held out by construction: more evaluation power without
     changing which pages are trained on."""
     extra = data.get("eval_only") or 0
     if extra and data.source != "synthetic":
         raise ValueError(f"data.eval_only={extra} adds synthetic pages, but data.source="
                          f"{data.source!r}; hold out more of your documents with data.heldout")
-    train, held = split(load_documents(data), seed, data.heldout)
-    return train, held + (_synthetic(data, n=extra, first=data.n_docs) if extra else [])
+    rest, held = split(load_documents(data), seed, data.heldout)
+    validation = []
+    if data.get("validation"):
+        if not rest:
+            raise ValueError(f"data.validation={data.validation}: no documents are left after data.heldout")
+        train, validation = split(rest, seed, data.validation)  # the same ranking: the next ones
+        if not train:
+            raise ValueError(f"data.validation={data.validation} takes all {len(rest)} documents left to train on; "
+                             "lower it")
+    else:
+        train = rest
+    return Split(train, validation, held + (_synthetic(data, n=extra, first=data.n_docs) if extra else []))
 
 
 def _synthetic(data: DictConfig, n: int | None = None, first: int = 0) -> list[Document]:
@@ -131,7 +149,7 @@ def split(docs: list[Document], seed: int, heldout: int | float) -> tuple[list[D
     first `heldout` (a count, or a fraction of all) held out. Independent of source order."""
     n = heldout if isinstance(heldout, int) else round(heldout * len(docs))
     if not 0 < n <= len(docs):  # all held out is fine for evaluation-only benchmarks
-        raise ValueError(f"data.heldout={heldout} gives {n} held-out of {len(docs)} documents; "
+        raise ValueError(f"data.heldout (or data.validation)={heldout} gives {n} held-out of {len(docs)} documents; "
                          "it must be between 1 and the number of documents")
     rank = sorted(docs, key=lambda d: hashlib.sha256(f"{seed}:{d.id}".encode()).hexdigest())
     held = {d.id for d in rank[:n]}

@@ -77,9 +77,19 @@ class LeakError(RuntimeError):
     pass
 
 
-def assert_no_heldout(heldout_ids: Iterable[str], used_ids: Iterable[str], what: str) -> None:
-    """Fail the run if any held-out document would be trained on."""
+def assert_no_heldout(heldout_ids: Iterable[str], used_ids: Iterable[str], what: str, held: str = "held-out") -> None:
+    """Fail the run if any evaluated document would be trained on."""
     leaked = sorted(set(heldout_ids) & set(used_ids))
     if leaked:
-        raise LeakError(f"{len(leaked)} held-out document(s) appear in {what}: {leaked[:5]}; "
-                        "held-out documents must never enter training or pairs")
+        raise LeakError(f"{len(leaked)} {held} document(s) appear in {what}: {leaked[:5]}; "
+                        "evaluated documents must never enter training or pairs")
+
+
+def assert_no_shared_pages(eval_docs: Iterable[Document], train_docs: Iterable[Document], what: str) -> None:
+    """Fail if a page of another source is a training page under another id: the same
+    transcription (a non-empty answer) in both."""
+    answers = {d.answer: d.id for d in train_docs if d.text.strip()}
+    shared = [(d.id, answers[d.answer]) for d in eval_docs if d.text.strip() and d.answer in answers]
+    if shared:
+        raise LeakError(f"{len(shared)} document(s) of {what} have a training page's transcription "
+                        f"(eval id, training id): {shared[:5]}; drop them from one of the two sets")

@@ -1,15 +1,17 @@
-"""The stage graph: a job (family, stage, beta) builds or reuses its prerequisites, then evaluates.
+"""The stage graph: a job (family, stage, beta) builds or reuses its prerequisites, then evaluates
+the stage's model on every evaluation set (`eval`).
 
   vanilla: base                                  -> eval
   sft:     base -> sft                           -> eval
   dpo:     base -> sft -> candidates -> pairs -> dpo(beta) -> eval
 
-Each artifact is keyed by exactly the config that defines it (plus its prerequisites' keys), so a
-beta sweep builds SFT, candidates and pairs once per family, and a finished job reruns in seconds.
+Each artifact is keyed by exactly what defines it (plus its prerequisites' keys): the settings
+that change the result, never paths, logging or checkpointing. A beta sweep builds SFT, candidates
+and pairs once per family, a trained model is reused across evaluation sets, and a finished job
+reruns in seconds.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -17,29 +19,39 @@ import datasets
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import evaluate, standins
+from degenbench import provenance, standins
 from degenbench.config import validate
-from degenbench.families import load_processor, release
-from degenbench.documents import load_split
-from degenbench.stages import launch
-from degenbench.stages.common import MODEL_DIR, load_trained
-from degenbench.stages.data import assert_no_heldout
+from degenbench.documents import Split, load_split
+from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets
+from degenbench.families import load_processor, pick_device, release
+from degenbench.stages import evaluate, launch
+from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
-from degenbench.stages.pairs import DATASET, build_pairs
+from degenbench.stages.pairs import DATASET, STATS, build_pairs
 from degenbench.stages.sample import CANDIDATES, sample_candidates
-from degenbench.stages.store import COMPLETE, build_once, is_complete, key_of
+from degenbench.stages.store import build_once, is_complete, key_of, recorded
+from degenbench.stages.training import MODEL_DIR, result_settings, training_precision
 
 log = logging.getLogger(__name__)
 
 
 def base_spec(cfg: DictConfig) -> dict:
-    """What defines the starting model: the family, with a stand-in's recipe in place of its path."""
+    """What defines the starting model: the family (hub id and revision), with a stand-in's recipe
+    in place of its path. Batch sizes, the stand-in's cache folder and LoRA targets are not part
+    of it (the training keys hold what training uses)."""
     fam = OmegaConf.to_container(cfg.family, resolve=True)
-    fam.pop("sizes")
-    fam.pop("train")  # batch sizes and memory savers: the training stages' keys hold them
+    for k in ("sizes", "train", "standin", "lora_target_modules"):
+        fam.pop(k, None)
     if cfg.family.size == "tiny":
         fam["pretrained"] = standins.recipe_hash(cfg.family)
+        fam.pop("revision", None)
     return fam
+
+
+def eval_precision(cfg: DictConfig) -> dict:
+    """Where and in what precision evaluation runs (a CPU loads in float32)."""
+    device = pick_device(cfg.device).type
+    return {"device": device, "dtype": "float32" if device == "cpu" else str(cfg.family.dtype)}
 
 
 class Keys:
@@ -47,51 +59,81 @@ class Keys:
 
     def __init__(self, cfg: DictConfig):
         c = cfg
-        self.data = key_of(c.data, c.seed)
+        data = data_identity(c.data)
+        self.data = key_of(data, c.seed)
         self.base = key_of(base_spec(c))
-        self.sft = key_of("sft", self.base, self.data, c.sft, c.accelerate.num_processes)
-        self.candidates = key_of("candidates", self.sft, c.sampling)
+
+        def training(stage: DictConfig) -> dict:
+            spec = OmegaConf.to_container(stage, resolve=True)
+            spec["trainer"] = result_settings(stage.trainer)
+            return spec | {"processes": c.accelerate.num_processes, "precision": training_precision(c, stage.trainer)}
+
+        self.sft = key_of("sft", self.base, self.data, training(c.sft))
+        self.candidates = key_of("candidates", self.sft, c.sampling, eval_precision(c))
         rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
         self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
-        self.dpo = key_of("dpo", self.sft, self.pairs, c.dpo, c.accelerate.num_processes)
-        model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}[c.stage]
-        self.eval = key_of("eval", model, self.data, c.generation, c.metrics)
+        dpo = training(c.dpo)
+        dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
+        self.dpo = key_of("dpo", self.sft, self.pairs, dpo)
+        self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}[c.stage]
+
+    def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
+        return key_of("eval", self.model, evalset.identity, cfg.generation, cfg.metrics, eval_precision(cfg))
+
+    def record(self) -> dict:
+        return {k: v for k, v in vars(self).items()}
 
 
-def _recorded(path: Path) -> dict:
-    return json.loads((path / COMPLETE).read_text())
+def _sets(cfg: DictConfig, split) -> list[EvalSet]:
+    """The job's evaluation sets; the validation split only where it chooses something (DPO's beta)."""
+    return [e for e in eval_sets(cfg, split) if e.name != "validation" or cfg.stage == "dpo"]
 
 
 def run_job(cfg: DictConfig) -> Path:
-    """Run one job; returns its evaluation run folder."""
+    """Run one job; returns the run folder of its first evaluation set (all are logged)."""
     validate(cfg)  # ranges and choices, also for library use (compose + run_job)
     if cfg.family.size == "shape":
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
                          "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
     keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
-    finished = evaluate.run_dir_for(cfg, keys.eval)
-    if is_complete(finished):  # nothing to do: not even the documents are loaded
-        log.info("DONE %s already evaluated: %s", finished.name, finished)
-        return finished
-    train, held = load_split(cfg.data, cfg.seed)
-    held_ids = [d.id for d in held]
-    model_dir = None
+    cache: list[Split] = []
+
+    def split() -> Split:  # loaded once, and only when needed
+        if not cache:
+            cache.append(load_split(cfg.data, cfg.seed))
+        return cache[0]
+
+    sets = _sets(cfg, split)
+    runs = [evaluate.run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
+    if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
+        for r in runs:
+            log.info("DONE %s already evaluated: %s", r.name, r)
+        return runs[0]
+    train = split().train
+    evaluated = {s.name: s.load() for s in sets}
+    for s in sets:  # no evaluated page is ever trained on, whatever set it comes from
+        assert_no_heldout([d.id for d in evaluated[s.name]], [d.id for d in train], "the training split", s.name)
+        if s.external:
+            assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}")
+    model_dir, note = None, {}
+    made = {"provenance": provenance.collect(cfg)}  # kept in every artifact this job builds
 
     if cfg.stage in ("sft", "dpo"):
         if not train:
             raise ValueError(f"stage={cfg.stage} needs training documents, but data.heldout="
-                             f"{cfg.data.heldout} holds out all {len(held)}")
-        assert_no_heldout(held_ids, [d.id for d in train], "the SFT data")
+                             f"{cfg.data.heldout} holds out all of them")
         sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp),
-                             resumable=True)
-        assert_no_heldout(held_ids, _recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
+                             record=made, resumable=True)
+        for s in sets:
+            assert_no_heldout([d.id for d in evaluated[s.name]], recorded(sft_dir)["doc_ids"],
+                              f"the SFT data of {sft_dir}", s.name)
         model_dir = sft_dir / MODEL_DIR
 
     if cfg.stage == "dpo":
         by_id = {d.id: d for d in train}
 
         def sample(tmp):
-            model, processor = load_trained(cfg, sft_dir / MODEL_DIR)
+            model, processor = evaluate.generation_model(cfg, sft_dir / MODEL_DIR, cfg.sampling)
             try:
                 return sample_candidates(cfg, model, processor, train, tmp)
             finally:
@@ -101,9 +143,10 @@ def run_job(cfg: DictConfig) -> Path:
             cands = pd.read_parquet(cand_dir / CANDIDATES)
             return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp, load_processor(cfg.family))
 
-        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample, resumable=True)
-        pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs)
-        if _recorded(pairs_dir)["pairs"] == 0:
+        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample, record=made, resumable=True)
+        pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs, record=made)
+        note["pairs"] = {"key": keys.pairs, "dir": str(pairs_dir), "stats": recorded(pairs_dir, STATS)}
+        if recorded(pairs_dir)["pairs"] == 0:
             why = f"{pairs_dir} holds no pairs (see its stats.json): no candidate was rejectable"
             if cfg.dpo.on_no_pairs != "sft":
                 raise ValueError(f"{why}; sample more (sampling.n), change pairs.rejected, or set "
@@ -111,12 +154,17 @@ def run_job(cfg: DictConfig) -> Path:
             # A model that never loops in sampling gives DPO nothing to correct: evaluate the SFT
             # model unchanged, recorded as such, instead of failing a whole sweep.
             log.warning("%s: evaluating the SFT model unchanged (dpo.on_no_pairs=sft)", why)
-            return evaluate.run(cfg, held, sft_dir / MODEL_DIR, keys.eval, note={"dpo_skipped": why})
-        pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
-        assert_no_heldout(held_ids, pair_ids, f"the pairs of {pairs_dir}")
-        dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
-                             lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir),
-                             resumable=True)
-        model_dir = dpo_dir / MODEL_DIR
+            note["dpo_skipped"] = why
+        else:
+            pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
+            for s in sets:
+                assert_no_heldout([d.id for d in evaluated[s.name]], pair_ids, f"the pairs of {pairs_dir}", s.name)
+            dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
+                                 lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir),
+                                 record=made, resumable=True)
+            model_dir = dpo_dir / MODEL_DIR
 
-    return evaluate.run(cfg, held, model_dir, keys.eval)
+    record = {"keys": keys.record(), **note}
+    done = [evaluate.run(cfg, s.name, evaluated[s.name], model_dir, keys.eval(cfg, s), record)
+            for s in sets]
+    return done[0]

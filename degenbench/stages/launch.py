@@ -15,7 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io
-from degenbench.documents import load_documents, split
+from degenbench.documents import load_split
 
 log = logging.getLogger(__name__)
 FACTS = "facts.json"
@@ -25,8 +25,7 @@ def _train_here(cfg: DictConfig, stage: str, out: Path, sft_dir: Path | None, pa
     if stage == "sft":
         from degenbench.stages.sft import train_sft
 
-        train, _ = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
-        return train_sft(cfg, train, out)
+        return train_sft(cfg, load_split(cfg.data, cfg.seed).train, out)
     from degenbench.stages.dpo import train_dpo
 
     return train_dpo(cfg, sft_dir, pairs_dir, out)

@@ -39,6 +39,11 @@ def is_complete(path: Path) -> bool:
     return (path / COMPLETE).is_file()
 
 
+def recorded(path: Path, name: str = COMPLETE) -> dict:
+    """A JSON record of a finished artifact (its completion marker by default)."""
+    return json.loads((Path(path) / name).read_text())
+
+
 def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callable[[Path], dict | None],
                record: dict | None = None, resumable: bool = False) -> Path:
     """The artifact's folder, calling `builder(work_dir)` only if no complete one exists.

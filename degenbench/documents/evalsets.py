@@ -1,0 +1,108 @@
+"""Evaluation sets: what every stage is evaluated on, apart from what it is trained on (`data`).
+
+`eval` lists them (conf/config.yaml); each entry is one of
+  heldout              the held-out split of `data` (the default)
+  validation           the validation split of `data` (data.validation): evaluated by DPO jobs, it
+                       chooses beta; results are reported on the other sets
+  <option>             a conf/data option, whole (e.g. `hf`: DharmaOCR-Benchmark)
+  manifest:<path>      a JSONL manifest (conf/data/manifest.yaml's format)
+  hf:<path or name>    an HF dataset saved to disk, or a hub dataset name
+  {name: ..., source: ..., ...}   a data config, over conf/data/<source>.yaml's defaults
+Every document of an external set is evaluated (its `heldout` is not used). A set's identity, for
+artifact keys, is what defines its documents: a file's content fingerprint, never its path, so a
+moved or copied benchmark keeps its results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from degenbench.config import CONF_DIR
+from degenbench.documents.record import Document
+from degenbench.documents.sources import Split, load_documents
+
+SPLITS = ("heldout", "validation")
+# data settings that do not define the documents: the generation budget is generation.*'s
+NOT_DOCUMENTS = ("max_new_tokens",)
+
+
+@dataclass
+class EvalSet:
+    name: str
+    identity: dict  # what defines the documents (for keys): no paths
+    load: Callable[[], list[Document]]
+    external: bool  # not a split of `data`: its pages are compared by content with the training pages
+
+
+def _fingerprint(path: str | Path) -> str:
+    """A file's content hash; for a folder (a saved HF dataset), its datasets fingerprints
+    (state.json) or else its file names and sizes: cheap, and independent of where it lies."""
+    path = Path(path)
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist; fix the data path")
+    states = sorted(path.rglob("state.json"))
+    parts = ([(str(p.relative_to(path)), p.read_text()) for p in states] if states else
+             [(str(p.relative_to(path)), p.stat().st_size) for p in sorted(path.rglob("*")) if p.is_file()])
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def data_identity(data: DictConfig | dict) -> dict:
+    """The data config as it defines documents: `path` replaced by its content fingerprint."""
+    spec = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
+    for k in NOT_DOCUMENTS:
+        spec.pop(k, None)
+    if spec.get("path"):
+        spec["path"] = {"fingerprint": _fingerprint(spec["path"])}
+    return spec
+
+
+def _external(entry, where: str) -> tuple[str, DictConfig]:
+    """(name, data config) of an entry naming another source."""
+    if isinstance(entry, str) and ":" in entry:
+        source, target = entry.split(":", 1)
+        if source not in ("manifest", "hf"):
+            raise ValueError(f"{where}={entry!r}: use manifest:<path> or hf:<path or hub name>")
+        key = "path" if source == "manifest" or Path(target).exists() else "name"
+        entry, name = {"source": source, key: target}, Path(target).stem if key == "path" else target.split("/")[-1]
+    elif isinstance(entry, str):
+        if not (CONF_DIR / "data" / f"{entry}.yaml").is_file():
+            raise ValueError(f"{where}={entry!r} is unknown: use heldout, validation, a conf/data option "
+                             f"({', '.join(sorted(p.stem for p in (CONF_DIR / 'data').glob('*.yaml')))}), "
+                             "manifest:<path>, hf:<path or name>, or a {name: ..., source: ...} mapping")
+        entry, name = {"source": entry}, entry
+    else:
+        entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
+        if "source" not in entry:
+            raise ValueError(f"{where}: a mapping needs `source` (synthetic, manifest or hf), got {sorted(entry)}")
+        name = entry.pop("name", None) or f"{entry['source']}-{hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:6]}"
+    base = OmegaConf.load(CONF_DIR / "data" / f"{entry['source']}.yaml")
+    return str(name), OmegaConf.merge(base, entry)
+
+
+def eval_sets(cfg: DictConfig, split: Callable[[], Split]) -> list[EvalSet]:
+    """The job's evaluation sets, in config order; `split` gives the job's split of `data` (called
+    only when a set needs it)."""
+    entries = cfg.get("eval") or ["heldout"]
+    out, data = [], data_identity(cfg.data)
+    for i, entry in enumerate(entries):
+        where = f"eval[{i}]"
+        if entry in SPLITS:
+            if entry == "validation" and not cfg.data.get("validation"):
+                raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
+                                 "set data.validation (a count, or a fraction of the training side)")
+            out.append(EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
+                               lambda e=entry: getattr(split(), e), external=False))
+            continue
+        name, spec = _external(entry, where)
+        out.append(EvalSet(name, {"data": data_identity(spec)}, lambda s=spec: load_documents(s), external=True))
+    names = [s.name for s in out]
+    if len(set(names)) < len(names):
+        raise ValueError(f"eval has two sets named alike ({names}); give mappings a `name`")
+    return out
