@@ -9,61 +9,27 @@ import pytest
 from PIL import Image
 
 from degenbench import report
-from degenbench.analysis import COLUMNS, load_runs, load_training, load_wandb, load_wandb_offline, tables
-from degenbench.analysis.runs import read_offline_run
-from degenbench.config import compose
-from degenbench.stages.graph import run_job
-from test_stages import TINY
+from degenbench.analysis import COLUMNS, load_runs, load_training, load_wandb_offline, tables
 
 FIGURES = ["degeneration", "beta", "cost", "lengths", "dpo_curves"]
-TABLES = ["runs", "stages", "beta_sweep", "comparisons", "reduction", "cost", "pairs"]
+TABLES = ["runs", "stages", "beta_choice", "beta_sweep", "comparisons", "reduction", "cost", "pairs"]
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    """vanilla, SFT and DPO (beta 0.1) of one tiny family, logged to W&B offline."""
-    root = tmp_path_factory.mktemp("analysis")
-    base = TINY + [f"paths.results_dir={root}", "logger=offline", "dpo.logging_steps=1"]
-    runs = [run_job(compose(base + o)) for o in (["stage=vanilla"], ["stage=sft"], ["stage=dpo", "dpo.beta=0.1"])]
-    return root, runs
-
-
-def test_local_and_wandb_loaders_give_the_same_table(sweep):
-    root, _ = sweep
+def test_local_and_wandb_loaders_give_the_same_table(chain):
+    root = chain.root
     local, wb = load_runs(root / "runs"), load_wandb_offline(root / "runs")
     assert list(local.columns) == list(wb.columns) == list(COLUMNS)
-    assert local.stage.tolist() == wb.stage.tolist() == ["vanilla", "sft", "dpo"]
+    assert local.stage.tolist() == wb.stage.tolist() == ["vanilla", "sft", "dpo", "dpo", "dpo", "dpo"]
+    assert sorted(local.eval_set) == ["heldout"] * 4 + ["validation"] * 2  # validation: DPO jobs only
     assert set(local.source) == {"local"} and set(wb.source) == {"wandb"} and wb.run_dir.isna().all()
     same = [c for c in COLUMNS if c not in ("source", "run_dir")]
     pd.testing.assert_frame_equal(local[same], wb[same])
     assert local.wandb_run_id.notna().all() and local.max_new_tokens.eq(24).all()
 
 
-def test_online_loader_asks_for_evaluation_runs_and_maps_them_alike(sweep):
-    """No network here: a stand-in for wandb.Api serves the offline runs' config and summary, as
-    the API returns them after `wandb sync`."""
-    root, _ = sweep
-
-    class Run:
-        def __init__(self, f):
-            self.id, self.job_type, self.config, self.summary = read_offline_run(f)
-
-    class Api:
-        def runs(self, path, filters):
-            self.asked = (path, filters)
-            wanted = filters["$and"][0]["jobType"]["$in"]
-            return [r for r in map(Run, sorted(root.glob("**/offline-run-*/run-*.wandb"))) if r.job_type in wanted]
-
-    api = Api()
-    online = load_wandb("me/degenbench", {"tags": "toy"}, api=api)
-    assert api.asked == ("me/degenbench", {"$and": [{"jobType": {"$in": ["vanilla", "sft", "dpo"]}}, {"tags": "toy"}]})
-    pd.testing.assert_frame_equal(online, load_wandb_offline(root / "runs"))
-
-
-def test_report_writes_every_table_and_figure(sweep, tmp_path):
-    root, _ = sweep
-    runs = load_runs(root / "runs")
-    named = report.report(runs, tmp_path, "test command", root / "artifacts")
+def test_report_writes_every_table_and_figure(chain, tmp_path):
+    runs = load_runs(chain.root / "runs")
+    named = report.report(runs, tmp_path, "test command")
     for t in TABLES:
         assert all((tmp_path / f"{t}.{ext}").stat().st_size > 0 for ext in ("csv", "md", "tex")), t
     for f in FIGURES:
@@ -72,14 +38,24 @@ def test_report_writes_every_table_and_figure(sweep, tmp_path):
         assert (tmp_path / f"{f}.pdf").read_bytes().startswith(b"%PDF")
     readme = (tmp_path / "README.md").read_text()
     assert "test command" in readme and "![lengths](lengths.png)" in readme
+    assert "validation" in readme and "pooled" in readme
+    (chosen,) = named["beta_choice"].beta  # on the validation runs of the two betas
+    val = runs[runs.eval_set == "validation"].sort_values(["degeneration_rate", "cer", "beta"])
+    assert chosen == val.beta.iloc[0]
+    stages = named["stages"]
+    assert set(stages.eval_set) == {"heldout"} and stages[stages.stage == "dpo"].beta.eq(chosen).all()
     comp = named["comparisons"]
-    assert comp[["from", "to"]].values.tolist() == [["vanilla", "sft"], ["sft", "dpo"]]
-    n = runs.n_degenerate.tolist()
-    assert (comp.loops_fixed - comp.loops_new).tolist() == [n[0] - n[1], n[1] - n[2]]
+    per_seed = comp[comp.seed.astype(str) == "0"]
+    assert per_seed[["from", "to"]].values.tolist() == [["vanilla", "sft"], ["sft", "dpo"], ["sft", "dpo"]]
+    assert per_seed.beta_chosen_on.eq("validation").sum() == 1
+    held = runs[runs.eval_set == "heldout"]
+    held = held.set_index(held.stage + held.beta.fillna(0).astype(str)).n_degenerate
+    assert (per_seed.loops_fixed - per_seed.loops_new).tolist() == [
+        held["vanilla0.0"] - held["sft0.0"], held["sft0.0"] - held["dpo0.1"], held["sft0.0"] - held["dpo0.5"]]
     assert (comp.cer_diff_ci95_lo <= comp.cer_diff).all() and (comp.cer_diff <= comp.cer_diff_ci95_hi).all()
     curves = load_training(runs)  # DPO logged every step: the curve has each of its steps
     assert {"logps/chosen", "logps/rejected"} <= set(curves.columns)
-    assert curves[curves.trained == "dpo"].step.tolist() == [1]
+    assert curves[curves.trained == "dpo"].drop_duplicates(["run_id", "step"]).step.tolist() == [1, 1, 1, 1]
 
 
 def test_paired_statistics_on_known_inputs():
@@ -112,7 +88,7 @@ def test_loop_overhead_is_the_batch_time_past_the_last_clean_row():
 def test_committed_toy_records_regenerate_the_committed_tables(tmp_path):
     """`degenbench-report --runs results/toy/runs` on a clean checkout gives the committed tables."""
     root = Path(__file__).resolve().parents[1] / "results/toy"
-    report.main(["--runs", str(root / "runs"), "--out", str(tmp_path), "--artifacts", str(tmp_path / "none")])
+    report.main(["--runs", str(root / "runs"), "--out", str(tmp_path)])
     for t in ("runs", "stages", "beta_sweep", "comparisons", "reduction", "cost"):
         new, old = pd.read_csv(tmp_path / f"{t}.csv"), pd.read_csv(root / f"{t}.csv")
         pd.testing.assert_frame_equal(new.drop(columns=["run_dir"], errors="ignore"),

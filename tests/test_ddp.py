@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from test_stages import TINY
+from conftest import TINY
 
 
 def test_sft_runs_as_ddp_with_two_cpu_processes_and_one_wandb_run(tmp_path):

@@ -21,8 +21,8 @@ def runs(results: Path) -> list[Path]:
 
 
 def test_toy_sweep_over_the_five_families(tmp_path):
-    degenbench("experiment=toy", "stage=vanilla", "dpo.beta=0.1", "data.n_docs=10", "data.heldout=3",
-               "data.eval_only=2", f"paths.results_dir={tmp_path}")
+    degenbench("experiment=toy", "seed=0", "stage=vanilla", "dpo.beta=0.1", "data.n_docs=10", "data.heldout=3",
+               "data.validation=2", "data.eval_only=2", f"paths.results_dir={tmp_path}")
     dirs = runs(tmp_path)
     summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
     assert sorted(s["family"] for s in summaries) == sorted(
@@ -41,3 +41,8 @@ def test_toy_sweep_over_the_five_families(tmp_path):
                 "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens"} <= set(table.columns)
         assert table["degenerate"].mean() == s["degeneration_rate"]
         assert "family:" in (d / "config.yaml").read_text()
+        # per-field CER through the parquet shards: defined wherever the truth has the field
+        assert all(isinstance(s[f"cer_{k}"], float) for k in ("header", "margin", "footer", "text"))
+        prov = s["provenance"]
+        assert prov["versions"]["transformers"] and prov["device"]["dtype"] == "float32"
+        assert prov["checkpoint"]["recipe"] and "dirty" in prov["git"]

@@ -203,7 +203,7 @@ def test_config_key_typo_names_the_key(override, key):
     ("sampling.n=0", "sampling.n=0 must be an integer >= 1"),
     ("sampling.n=2.5", "sampling.n=2.5 must be an integer >= 1"),
     ("generation.batch_size=0", "generation.batch_size=0 must be an integer >= 1"),
-    ("sft.batch_size=-1", "sft.batch_size=-1 must be an integer >= 1"),
+    ("sft.trainer.per_device_train_batch_size=-1", "sft.trainer.per_device_train_batch_size=-1 must be an integer >= 1"),
     ("metrics.tail_chars=0", "metrics.tail_chars=0 must be an integer >= 1"),
 ])
 def test_out_of_range_settings_fail_before_any_work_in_library_use(tmp_path, override, message):

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from degenbench import families, rehearsal
-from degenbench.config import ROOT, compose
+from degenbench.config import ROOT, compose, known_families
 from degenbench.documents import load_documents, split
 from degenbench.documents.record import Document
-from degenbench.generate import LoopStop
+from degenbench.loopstop import LoopStop
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 
@@ -77,7 +77,7 @@ def test_a_bad_training_page_is_a_counted_skip_recorded_with_the_artifact(tmp_pa
     manifest = rehearsal.write_pages(tmp_path, n=6)
     cfg = compose(["family=qwen2.5-vl-3b", "data=manifest", f"data.path={manifest}", "data.heldout=2",
                    "data.max_new_tokens=8", f"paths.results_dir={tmp_path / 'results'}", "logger=disabled",
-                   "device=cpu", "stage=sft", "sft.max_steps=1", "sft.batch_size=2", "generation.batch_size=2"])
+                   "device=cpu", "stage=sft", "sft.trainer.max_steps=1", "sft.trainer.per_device_train_batch_size=2", "generation.batch_size=2"])
     train, _ = split(load_documents(cfg.data), cfg.seed, cfg.data.heldout)
     bad = train[0]
     (tmp_path / json.loads(manifest.read_text().splitlines()[int(bad.id[-3:])])["image"]).write_bytes(b"not a png")
@@ -93,7 +93,7 @@ def test_real_size_defaults_fit_one_80gb_gpu():
     more than one 80 GB GPU. `family.size=real` sets what fits; the estimate is written down."""
     from degenbench import memory
 
-    for name in families.known_families():
+    for name in known_families():
         cfg = compose([f"family={name}", "family.size=real", "data=manifest", "data.path=unused.jsonl"])
         for stage in ("sft", "dpo"):
             est = memory.estimate(cfg, stage)
@@ -105,7 +105,7 @@ def test_an_interrupted_fsdp_build_says_it_cannot_resume_unless_asked(tmp_path):
     build stops with an error that says what to do, instead of resuming on an untested path."""
     from types import SimpleNamespace
 
-    from degenbench.stages.common import fit
+    from degenbench.stages.training import fit
 
     ckpt = tmp_path / "trainer" / "checkpoint-3"
     ckpt.mkdir(parents=True)

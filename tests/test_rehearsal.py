@@ -16,7 +16,8 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from degenbench import families, rehearsal, snapshots
 from degenbench.config import compose
 from degenbench.documents import load_documents, synthetic
-from degenbench.generate import encode, generate
+from degenbench.chat import encode
+from degenbench.generate import generate
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from test_stages import TINY
+from conftest import TINY
 
 
 def sweep(results, **kw):
@@ -32,12 +32,12 @@ def test_kill_during_sweep_then_rerun_reuses_finished_stages(tmp_path):
     builds = [line.split(" - ")[-1].split()[1] for line in out.splitlines() if " - BUILD " in line]
     assert sorted(builds) == ["dpo", "dpo"], out[-3000:]  # only what was not finished
     runs = [p for p in (tmp_path / "runs").iterdir() if (p / "_COMPLETE.json").is_file()]
-    assert sorted(p.name.split("-tiny-")[1].rsplit("-", 1)[0] for p in runs) == ["dpo-b0.1", "dpo-b0.5", "sft"]
+    assert sorted(p.name.split("-tiny-")[1].rsplit("-", 2)[0] for p in runs) == ["dpo-b0.1", "dpo-b0.5", "sft"]
 
 
 # SFT and DPO save a checkpoint every step; sampling and evaluation batches are small: every stage
 # runs long enough to be killed in its middle
-KILLABLE = ["stage=dpo", "dpo.beta=0.1", "sft.max_steps=8", "dpo.max_steps=4", "checkpoint.save_steps=1",
+KILLABLE = ["stage=dpo", "dpo.beta=0.1", "sft.trainer.max_steps=8", "dpo.trainer.max_steps=4", "checkpoint.save_steps=1",
             "sampling.batch_size=2", "generation.batch_size=1"]
 STAGE_MIDDLES = [  # (stage, a file there only while the stage is part done, the stage's own done-marker)
     ("sft", "artifacts/sft/.*.partial/trainer/checkpoint-*/trainer_state.json", "artifacts/sft/*/_COMPLETE.json"),
@@ -52,6 +52,7 @@ def job(results, log_file):
     return subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+@pytest.mark.slow  # about 4 minutes: run by .ci/run after the default suite
 def test_kill_9_in_each_stage_then_rerun_resumes_and_matches_an_unbroken_run(tmp_path):
     import json
 

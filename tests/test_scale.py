@@ -5,13 +5,13 @@ import sys
 
 import pytest
 import torch
-import yaml
 from omegaconf import OmegaConf
 
 from degenbench import families
 from degenbench.config import CONF_DIR, ROOT, compose
 from degenbench.documents import synthetic
-from degenbench.generate import LoopStop, generate
+from degenbench.generate import generate
+from degenbench.loopstop import LoopStop
 from degenbench.metrics import score_output
 from degenbench.metrics.degeneration import is_degenerate
 from degenbench.stages.graph import run_job
@@ -90,14 +90,51 @@ def test_random_weight_models_never_run_a_reported_job():
         run_job(compose(["family.size=shape", "logger=disabled"]))
 
 
-def test_accelerate_configs_parse():
-    from accelerate.commands.config.config_args import load_config_from_file
+@pytest.mark.parametrize("name, fsdp", [("ddp", False), ("fsdp", True)])
+def test_accelerate_configs_give_the_launch_environment_they_promise(name, fsdp):
+    """launch.train's `accelerate launch --config_file ...`, through accelerate's own argument
+    validation and environment building (what its launcher hands each rank): bf16, and for FSDP
+    version 2 with full sharding and sharded checkpoints (checkpoint.fsdp_resume)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_multi_gpu_env
 
-    for name, kind in (("ddp", "MULTI_GPU"), ("fsdp", "FSDP")):
-        cfg = load_config_from_file(str(ROOT / "experiments/accelerate" / f"{name}.yaml"))
-        value = lambda v: str(getattr(v, "value", v))  # noqa: E731  (an enum in some versions)
-        assert value(cfg.distributed_type) == kind and value(cfg.mixed_precision) == "bf16"
-        assert cfg.num_machines == 1 and (kind != "FSDP" or cfg.fsdp_config["fsdp_version"] == 2)
+    argv = ["--config_file", str(ROOT / "experiments/accelerate" / f"{name}.yaml"), "--num_processes", "2",
+            "-m", "degenbench.stages.launch", "job.yaml"]
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    env = prepare_multi_gpu_env(args)
+    assert env["ACCELERATE_MIXED_PRECISION"] == "bf16" and args.num_processes == 2
+    assert (env.get("ACCELERATE_USE_FSDP") == "true") == fsdp
+    if fsdp:
+        assert (env["FSDP_VERSION"], env["FSDP_STATE_DICT_TYPE"]) == ("2", "SHARDED_STATE_DICT")
+
+
+def test_slurm_launcher_settings_are_accepted_by_submitit(tmp_path, monkeypatch):
+    """conf/hydra/launcher/slurm.yaml as Hydra composes it, handed to submitit's SLURM executor
+    the way hydra-submitit-launcher does (generic keys as they are, the rest slurm_-prefixed):
+    a key submitit does not know fails here; the sbatch script asks for what the file says.
+    No cluster here: a stub `srun` on PATH lets the executor be created."""
+    import os
+
+    import submitit
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    (tmp_path / "srun").write_text("#!/bin/sh\n")
+    (tmp_path / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"],
+                            return_hydra_config=True)
+    params = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert params.pop("_target_").endswith("SlurmLauncher")
+    executor = submitit.AutoExecutor(folder=tmp_path / "sub", cluster="slurm", slurm_max_num_timeout=params.pop("max_num_timeout"))
+    params.pop("submitit_folder")
+    generic = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
+    script = executor._executor._make_submission_file_text("degenbench", "0")
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=16", "--time=720", "--mem=120GB"):
+        assert f"#SBATCH {line}" in script, line
 
 
 def test_two_job_sweep_through_submitit_local(tmp_path):
@@ -109,6 +146,3 @@ def test_two_job_sweep_through_submitit_local(tmp_path):
     runs = sorted(p.name.split("-tiny-")[0] for p in (tmp_path / "runs").iterdir() if (p / "_COMPLETE.json").is_file())
     assert runs == ["gemma-3-4b", "qwen2.5-vl-3b"]
     assert list(tmp_path.glob("hydra/multirun_*/.submitit/*/*_result.pkl"))  # each ran as a submitit job
-    assert (CONF_DIR / "hydra/launcher/slurm.yaml").is_file()
-    slurm = yaml.safe_load((CONF_DIR / "hydra/launcher/slurm.yaml").read_text())
-    assert slurm["defaults"][0] == "submitit_slurm"

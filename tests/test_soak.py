@@ -7,9 +7,10 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from safetensors.torch import load_file
 
-from test_stages import TINY
+from conftest import TINY
 
 BETAS = ("0.1", "0.5", "1.0")
 
@@ -33,6 +34,7 @@ def fingerprint(results) -> dict:
             for sub in ("artifacts", "runs") for p in sorted((results / sub).rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # about 2.5 minutes: run by .ci/run after the default suite
 def test_parallel_sweep_twice_builds_once_and_changes_nothing(tmp_path):
     sweep(tmp_path)
     first = job_logs(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from test_stages import TINY
+from conftest import TINY
 
 WANDB = str(Path(sys.executable).parent / "wandb")
 FAULTS = {  # no key at all (a fresh machine), and a key but no route to the server
