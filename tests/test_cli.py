@@ -5,8 +5,7 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from degenbench.config import compose
-from degenbench.config import known_families
+from degenbench.config import CONF_DIR, compose, known_families
 
 REAL = {"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
         "nanonets-ocr2-3b": "nanonets/Nanonets-OCR2-3B", "olmocr-2-7b": "allenai/olmOCR-2-7B-1025",
@@ -60,3 +59,16 @@ def test_help_lists_groups():
     assert out.returncode == 0
     assert "family: gemma-3-4b, nanonets-ocr2-3b, olmocr-2-7b, qwen2.5-vl-3b, qwen2.5-vl-7b" in out.stdout
     assert "logger: disabled, offline, online" in out.stdout
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+def test_experiments_that_sweep_beta_choose_it_on_validation(experiment):
+    """An experiment's settings win over the root config's own (`eval` among them), and a sweep
+    over beta evaluates a validation split, where the analysis chooses beta."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    if "dpo.beta" in cfg.hydra.sweeper.params:
+        assert "validation" in cfg.eval and cfg.data.validation > 0
