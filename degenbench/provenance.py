@@ -122,14 +122,20 @@ def device_info(device=None, dtype=None) -> dict:
 
 
 def fingerprint(directory: str | Path) -> str:
-    """Cheap identity of a checkpoint folder: sha256 of its config.json and of its weight files'
-    names and sizes (not their bytes: a 15 GB checkpoint is not read)."""
+    """Cheap identity of a checkpoint folder, independent of where it lies: its small files whole
+    (configs, tokenizer, chat template) and each weight file's name, size and first and last MiB
+    (a 15 GB checkpoint is not read; two fine-tunes of one architecture differ there)."""
     directory = Path(directory)
     h = hashlib.sha256()
-    config = directory / "config.json"
-    h.update(config.read_bytes() if config.is_file() else b"")
-    for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name.endswith(WEIGHTS)):
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
         h.update(f"{f.relative_to(directory).as_posix()}\0{f.stat().st_size}\n".encode())
+        if not f.name.endswith(WEIGHTS):
+            h.update(f.read_bytes() if f.stat().st_size <= 64 * 2**20 else b"")
+            continue
+        with f.open("rb") as fh:
+            h.update(fh.read(2**20))
+            fh.seek(max(f.stat().st_size - 2**20, 0))
+            h.update(fh.read(2**20))
     return h.hexdigest()
 
 

@@ -45,6 +45,9 @@ def base_spec(cfg: DictConfig) -> dict:
     if cfg.family.size == "tiny":
         fam["pretrained"] = standins.recipe_hash(cfg.family)
         fam.pop("revision", None)
+    elif Path(fam["pretrained"]).is_dir():  # a local snapshot: what it holds, not where it lies
+        fam["pretrained"] = {"fingerprint": provenance.fingerprint(fam["pretrained"])}
+        fam.pop("revision", None)
     return fam
 
 
