@@ -48,7 +48,7 @@ def test_parallel_sweep_twice_builds_once_and_changes_nothing(tmp_path):
     for weights in tmp_path.glob("artifacts/*/*/model/*.safetensors"):
         assert load_file(weights)
     runs = sorted(p for p in (tmp_path / "runs").iterdir() if (p / "_COMPLETE.json").is_file())
-    assert [r.name.split("-b")[1].rsplit("-", 1)[0] for r in runs] == list(BETAS)
+    assert [re.search(r"-dpo-b([\d.]+)-heldout-", r.name).group(1) for r in runs] == list(BETAS)
     for r in runs:
         assert len(pd.read_parquet(r / "predictions.parquet")) == 4
     before = fingerprint(tmp_path)
