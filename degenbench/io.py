@@ -1,6 +1,7 @@
 """Atomic writes: a reader never sees a half-written artifact."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -62,3 +63,27 @@ def _finite(obj):
 def write_json(path: str | Path, obj) -> None:
     text = json.dumps(_finite(obj), indent=2, ensure_ascii=False, default=str, allow_nan=False)
     write_text(path, text + "\n")
+
+
+WHOLE = 64 * 2**20  # files up to this size are hashed whole; larger ones by size, first and last MiB
+
+
+def fingerprint(path: str | Path) -> str:
+    """Content identity of a file or folder, independent of where it lies: each file's relative
+    name and size, its bytes when small (configs, tokenizers, manifests), its first and last MiB
+    when large (weights, arrow shards: a 15 GB checkpoint is not read)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; fix the path")
+    h = hashlib.sha256()
+    for f in [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(path).as_posix() if f != path else ''}\0{size}\n".encode())
+        with f.open("rb") as fh:
+            if size <= WHOLE:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(2**20))
+                fh.seek(size - 2**20)
+                h.update(fh.read(2**20))
+    return h.hexdigest()[:16]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import hashlib
 import importlib.metadata as md
 import json
 import os
@@ -20,12 +19,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from degenbench import io
 from degenbench.config import ROOT
 
 PACKAGES = ("torch", "torchvision", "transformers", "tokenizers", "trl", "peft", "datasets", "accelerate",
             "degenbench")
 OPTIONAL = ("vllm",)  # recorded only where installed
-WEIGHTS = (".safetensors", ".bin", ".pt", ".pth")
 SHA = re.compile(r"[0-9a-f]{40}")
 
 
@@ -121,30 +120,12 @@ def device_info(device=None, dtype=None) -> dict:
             "cuda": torch.version.cuda, "dtype": None if dtype is None else str(dtype).removeprefix("torch.")}
 
 
-def fingerprint(directory: str | Path) -> str:
-    """Cheap identity of a checkpoint folder, independent of where it lies: its small files whole
-    (configs, tokenizer, chat template) and each weight file's name, size and first and last MiB
-    (a 15 GB checkpoint is not read; two fine-tunes of one architecture differ there)."""
-    directory = Path(directory)
-    h = hashlib.sha256()
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(directory).as_posix()}\0{f.stat().st_size}\n".encode())
-        if not f.name.endswith(WEIGHTS):
-            h.update(f.read_bytes() if f.stat().st_size <= 64 * 2**20 else b"")
-            continue
-        with f.open("rb") as fh:
-            h.update(fh.read(2**20))
-            fh.seek(max(f.stat().st_size - 2**20, 0))
-            h.update(fh.read(2**20))
-    return h.hexdigest()
-
-
 def _local(directory: Path) -> dict:
     config = directory / "config.json"
     commit = json.loads(config.read_text()).get("_commit_hash") if config.is_file() else None
     if commit is None and directory.parent.name == "snapshots" and SHA.fullmatch(directory.name):
         commit = directory.name  # a hub cache snapshot: models--org--name/snapshots/<commit>/
-    return {"path": str(directory.resolve()), "fingerprint": fingerprint(directory), "commit": commit}
+    return {"path": str(directory.resolve()), "fingerprint": io.fingerprint(directory), "commit": commit}
 
 
 def checkpoint_identity(family: DictConfig) -> dict:
@@ -166,7 +147,7 @@ def checkpoint_identity(family: DictConfig) -> dict:
     recipe = standins.recipe_hash(family)
     folder = shipped if standins._current(shipped, family) else Path(family.standin.cache_dir) / f"{family.name}-{recipe}"
     standin = {"recipe": recipe, "path": str(folder), "exists": folder.is_dir(),
-               "fingerprint": fingerprint(folder) if folder.is_dir() else None}
+               "fingerprint": io.fingerprint(folder) if folder.is_dir() else None}
     if family.size == "tiny":
         return out | {"source": "standin"} | standin
     return out | {"source": "shape", "config": OmegaConf.to_container(family.sizes.shape.config, resolve=True),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from degenbench import io
 from degenbench.config import CONF_DIR
 from degenbench.documents.record import Document
 from degenbench.documents.sources import Split, load_documents
@@ -39,27 +40,13 @@ class EvalSet:
     external: bool  # not a split of `data`: its pages are compared by content with the training pages
 
 
-def _fingerprint(path: str | Path) -> str:
-    """A file's content hash; for a folder (a saved HF dataset), its datasets fingerprints
-    (state.json) or else its file names and sizes: cheap, and independent of where it lies."""
-    path = Path(path)
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist; fix the data path")
-    states = sorted(path.rglob("state.json"))
-    parts = ([(str(p.relative_to(path)), p.read_text()) for p in states] if states else
-             [(str(p.relative_to(path)), p.stat().st_size) for p in sorted(path.rglob("*")) if p.is_file()])
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
-
-
 def data_identity(data: DictConfig | dict) -> dict:
     """The data config as it defines documents: `path` replaced by its content fingerprint."""
     spec = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
     for k in NOT_DOCUMENTS:
         spec.pop(k, None)
     if spec.get("path"):
-        spec["path"] = {"fingerprint": _fingerprint(spec["path"])}
+        spec["path"] = {"fingerprint": io.fingerprint(spec["path"])}
     return spec
 
 

@@ -19,7 +19,7 @@ import datasets
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import provenance, standins
+from degenbench import io, provenance, standins
 from degenbench.config import validate
 from degenbench.documents import Split, load_split
 from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets
@@ -46,7 +46,7 @@ def base_spec(cfg: DictConfig) -> dict:
         fam["pretrained"] = standins.recipe_hash(cfg.family)
         fam.pop("revision", None)
     elif Path(fam["pretrained"]).is_dir():  # a local snapshot: what it holds, not where it lies
-        fam["pretrained"] = {"fingerprint": provenance.fingerprint(fam["pretrained"])}
+        fam["pretrained"] = {"fingerprint": io.fingerprint(fam["pretrained"])}
         fam.pop("revision", None)
     return fam
 
