@@ -23,6 +23,20 @@ def pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def placement(family: DictConfig, device: str) -> tuple[torch.device, torch.dtype]:
+    """Where a family's model runs and in what dtype: half precision becomes float32 on a CPU."""
+    dev, dtype = pick_device(device), getattr(torch, family.dtype)
+    if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+        dtype = torch.float32
+    return dev, dtype
+
+
+def precision(family: DictConfig, device: str) -> dict:
+    """placement() as plain values, for artifact keys (CPU float32 and GPU bf16 results differ)."""
+    dev, dtype = placement(family, device)
+    return {"device": dev.type, "dtype": str(dtype).removeprefix("torch.")}
+
+
 def shape_config(family: DictConfig):
     """The transformers config of the family's real architecture (family.sizes.shape.config)."""
     from transformers import AutoConfig
@@ -117,11 +131,9 @@ def load(family: DictConfig, device: str = "auto", weights: str | None = None):
         log.warning("family %s opts in to trust_remote_code: code from %s will run", family.name, source)
     else:
         log.info("family %s: trust_remote_code is off; no code from %s runs", family.name, source)
-    dev = pick_device(device)
-    dtype = getattr(torch, family.dtype)
-    if dev.type == "cpu" and dtype in (torch.bfloat16, torch.float16):
+    dev, dtype = placement(family, device)
+    if dtype != getattr(torch, family.dtype):
         log.warning("%s on CPU: loading in float32 instead of %s", family.name, family.dtype)
-        dtype = torch.float32
     model_cls = get_class(family.model_class)
     try:
         if family.size == "shape" and weights is None:

@@ -23,7 +23,7 @@ from degenbench import io, provenance, standins
 from degenbench.config import validate
 from degenbench.documents import Split, load_split
 from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets
-from degenbench.families import load_processor, pick_device, release
+from degenbench.families import load_processor, precision, release
 from degenbench.stages import evaluate, launch
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
@@ -51,12 +51,6 @@ def base_spec(cfg: DictConfig) -> dict:
     return fam
 
 
-def eval_precision(cfg: DictConfig) -> dict:
-    """Where and in what precision evaluation runs (a CPU loads in float32)."""
-    device = pick_device(cfg.device).type
-    return {"device": device, "dtype": "float32" if device == "cpu" else str(cfg.family.dtype)}
-
-
 class Keys:
     """The artifact keys of one job's config."""
 
@@ -72,7 +66,7 @@ class Keys:
             return spec | {"processes": c.accelerate.num_processes, "precision": training_precision(c, stage.trainer)}
 
         self.sft = key_of("sft", self.base, self.data, training(c.sft))
-        self.candidates = key_of("candidates", self.sft, c.sampling, eval_precision(c))
+        self.candidates = key_of("candidates", self.sft, c.sampling, precision(c.family, c.device))
         rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
         self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
         dpo = training(c.dpo)
@@ -81,10 +75,10 @@ class Keys:
         self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}[c.stage]
 
     def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
-        return key_of("eval", self.model, evalset.identity, cfg.generation, cfg.metrics, eval_precision(cfg))
+        return key_of("eval", self.model, evalset.identity, cfg.generation, cfg.metrics, precision(cfg.family, cfg.device))
 
     def record(self) -> dict:
-        return {k: v for k, v in vars(self).items()}
+        return dict(vars(self))
 
 
 def _sets(cfg: DictConfig, split) -> list[EvalSet]:
@@ -107,15 +101,21 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
-    runs = [evaluate.run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
+    eval_keys = [keys.eval(cfg, s) for s in sets]
+    runs = [evaluate.run_dir_for(cfg, s.name, k) for s, k in zip(sets, eval_keys)]
     if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
         for r in runs:
             log.info("DONE %s already evaluated: %s", r.name, r)
         return runs[0]
     train = split().train
     evaluated = {s.name: s.load() for s in sets}
-    for s in sets:  # no evaluated page is ever trained on, whatever set it comes from
-        assert_no_heldout([d.id for d in evaluated[s.name]], [d.id for d in train], "the training split", s.name)
+
+    def guard(used_ids, what: str) -> None:  # no evaluated page is ever trained on, whatever its set
+        for s in sets:
+            assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
+
+    guard([d.id for d in train], "the training split")
+    for s in sets:
         if s.external:
             assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}")
     model_dir, note = None, {}
@@ -127,9 +127,7 @@ def run_job(cfg: DictConfig) -> Path:
                              f"{cfg.data.heldout} holds out all of them")
         sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp),
                              record=made, resumable=True)
-        for s in sets:
-            assert_no_heldout([d.id for d in evaluated[s.name]], recorded(sft_dir)["doc_ids"],
-                              f"the SFT data of {sft_dir}", s.name)
+        guard(recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
         model_dir = sft_dir / MODEL_DIR
 
     if cfg.stage == "dpo":
@@ -160,14 +158,12 @@ def run_job(cfg: DictConfig) -> Path:
             note["dpo_skipped"] = why
         else:
             pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
-            for s in sets:
-                assert_no_heldout([d.id for d in evaluated[s.name]], pair_ids, f"the pairs of {pairs_dir}", s.name)
+            guard(pair_ids, f"the pairs of {pairs_dir}")
             dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
                                  lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir),
                                  record=made, resumable=True)
             model_dir = dpo_dir / MODEL_DIR
 
     record = {"keys": keys.record(), **note}
-    done = [evaluate.run(cfg, s.name, evaluated[s.name], model_dir, keys.eval(cfg, s), record)
-            for s in sets]
+    done = [evaluate.run(cfg, s.name, evaluated[s.name], model_dir, k, record) for s, k in zip(sets, eval_keys)]
     return done[0]

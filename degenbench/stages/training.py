@@ -34,11 +34,9 @@ def result_settings(trainer: DictConfig) -> dict:
 
 
 def training_precision(cfg: DictConfig, trainer: DictConfig) -> dict:
-    """Where and in what precision a stage trains: part of its artifact key (a CPU float32 model
-    and a GPU bf16 one are different results)."""
-    device = families.pick_device(cfg.device).type
-    return {"device": device, "dtype": "float32" if device == "cpu" else str(cfg.family.dtype),
-            "bf16": bool(trainer.get("bf16")) and device != "cpu"}
+    """Where and in what precision a stage trains: part of its artifact key."""
+    where = families.precision(cfg.family, cfg.device)
+    return where | {"bf16": bool(trainer.get("bf16")) and where["device"] != "cpu"}
 
 
 def trainer_config(config_class, cfg: DictConfig, trainer: DictConfig, out: Path, report_to: list[str]):
