@@ -16,9 +16,9 @@ _offline_since: list[str] = []  # why online W&B failed in this process: warn on
 
 
 def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None,
-          run_id: str | None = None):
-    """A W&B run grouped by family, or None when logging is disabled. An online run that cannot
-    start (no key, no network) falls back to offline with one warning: the job goes on.
+          run_id: str | None = None, group: str | None = None):
+    """A W&B run grouped by family (or `group`), or None when logging is disabled. An online run
+    that cannot start (no key, no network) falls back to offline with one warning: the job goes on.
     `run_id` (from the artifact or run key) makes a rerun after a crash continue the same W&B run."""
     if cfg.logger.mode == "disabled":
         return None
@@ -26,7 +26,7 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
 
     kwargs = dict(project=cfg.logger.project, entity=cfg.logger.entity,
                   dir=str(run_dir or Path(cfg.paths.results_dir)), name=name,
-                  group=cfg.family.name, job_type=job_type, tags=list(cfg.logger.tags),
+                  group=group or cfg.family.name, job_type=job_type, tags=list(cfg.logger.tags),
                   config=OmegaConf.to_container(cfg, resolve=True) | {"provenance": provenance.collect(cfg)},
                   id=run_id, resume="allow" if run_id else None)
     mode = "offline" if _offline_since else cfg.logger.mode
@@ -46,12 +46,13 @@ def start(cfg: DictConfig, job_type: str, name: str, run_dir: Path | None = None
 
 
 def log_run(cfg: DictConfig, run_dir: Path, run_id: str, key: str, summary: dict,
-            table: pd.DataFrame) -> dict:
-    """Log an evaluation's summary and per-document table; returns what to record about the run."""
+            table: pd.DataFrame, group: str | None = None) -> dict:
+    """Log an evaluation's summary and per-document table (W&B group: the family, or `group`);
+    returns what to record about the run."""
     import wandb
 
     # the W&B id is the run's config key: a rerun after a crash continues the same W&B run
-    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=f"eval-{key}")
+    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=f"eval-{key}", group=group)
     if run is None:
         return {"wandb_mode": "disabled"}
     with run:

@@ -113,26 +113,38 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
     # what ran it: code, libraries, device and precision, the checkpoint (before the engine goes)
     prov = provenance.collect(cfg, getattr(model, "device", None), getattr(model, "dtype", None))
     release(model)  # a vLLM engine holds its GPU until shut down; the next job may train
+    write_run(cfg, run_dir, key, table, skipped, {
+        "family": cfg.family.name, "size": cfg.family.size, "stage": cfg.stage,
+        "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set},
+        {"pretrained": str(cfg.family.pretrained), "model_dir": str(model_dir) if model_dir else None,
+         **(note or {}), "decoding": decoding}, prov)
+    return run_dir
+
+
+IDS = ("family", "size", "stage", "beta", "seed", "eval_set")  # what names a run in every table
+
+
+def write_run(cfg: DictConfig, run_dir: Path, key: str, table: pd.DataFrame, skipped: list[dict], ids: dict,
+              record: dict, prov: dict, group: str | None = None) -> dict:
+    """Finish a run folder from its per-document `table`: predictions.parquet (the run's `ids` in
+    front), metrics.json (ids, `record`, the summary, provenance), the W&B run (grouped by `group`,
+    default the family), then the completion marker. Model and reference runs alike."""
+    run_id = run_dir.name
     table.insert(0, "run_id", run_id)
-    for col, val in (("eval_set", eval_set), ("seed", cfg.seed), ("beta", cfg.dpo.beta if cfg.stage == "dpo" else None), ("stage", cfg.stage),
-                     ("size", cfg.family.size), ("family", cfg.family.name)):
-        table.insert(1, col, val)
+    for col in reversed(IDS):
+        table.insert(1, col, ids[col])
     with io.atomic_path(run_dir / "predictions.parquet") as tmp:
         table.to_parquet(tmp, index=False)
 
-    summary = {"run_id": run_id, "family": cfg.family.name, "size": cfg.family.size,
-               "stage": cfg.stage, "beta": cfg.dpo.beta if cfg.stage == "dpo" else None,
-               "seed": cfg.seed, "eval_set": eval_set, "pretrained": str(cfg.family.pretrained),
-               "model_dir": str(model_dir) if model_dir else None, **(note or {}),
-               "decoding": decoding,
+    summary = {"run_id": run_id, **{k: ids[k] for k in IDS}, **record,
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha),
                "provenance": prov}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
-    summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table)
+    summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table, group=group)
     io.write_json(run_dir / "metrics.json", summary)
     io.write_json(run_dir / store.COMPLETE, {"key": key, "run_id": run_id})
     shutil.rmtree(run_dir / "shards", ignore_errors=True)
     log.info("%s: degeneration %.3f [%.3f, %.3f], CER %.3f, score %.3f, JSON valid %.3f -> %s",
              run_id, summary["degeneration_rate"], *summary["degeneration_ci95"], summary["cer"],
              summary["score"], summary["json_valid_rate"], run_dir)
-    return run_dir
+    return summary
