@@ -11,7 +11,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
 # ${degenbench_root:} in configs: the checkout, where the shipped stand-in bases live.
 OmegaConf.register_new_resolver("degenbench_root", lambda: str(ROOT), replace=True)
-STAGES = ("vanilla", "sft", "dpo")
+STAGES = ("vanilla", "sft", "dpo")  # the stages of a model
+REFERENCE = "reference"  # a stage with no model: reference systems scored like one (degenbench/references.py)
 
 
 def known_families() -> list[str]:
@@ -33,7 +34,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
 # Numeric settings whose out-of-range values fail late (a nan DPO loss, an empty generation, a
 # loop that never runs) or silently change the degeneration rule. Keys a config lacks (e.g.
 # judge.max_new_tokens outside the LLM judge) are not checked.
-POSITIVE = ("dpo.beta",)  # numbers > 0
+POSITIVE = ("dpo.beta", "reference.tesseract.scale")  # numbers > 0
 COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_tokens",  # integers >= 1
           "judge.max_new_tokens", "sampling.n", "generation.batch_size", "sampling.batch_size",
           "sft.trainer.per_device_train_batch_size", "dpo.trainer.per_device_train_batch_size",
@@ -44,8 +45,8 @@ COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra cannot check itself: the stage, the family size and
     the ranges above. A job holds one value per key: sweeps are split into jobs by `-m`."""
-    if cfg.stage not in STAGES:
-        raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join(STAGES)}")
+    if cfg.stage not in (*STAGES, REFERENCE):
+        raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join((*STAGES, REFERENCE))}")
     if cfg.family.size not in cfg.family.sizes:
         raise ValueError(f"family.size={cfg.family.size!r} is unknown; use one of "
                          f"{', '.join(sorted(cfg.family.sizes))}")

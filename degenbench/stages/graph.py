@@ -4,6 +4,7 @@ the stage's model on every evaluation set (`eval`).
   vanilla: base                                  -> eval
   sft:     base -> sft                           -> eval
   dpo:     base -> sft -> candidates -> pairs -> dpo(beta) -> eval
+  reference: no model: the reference systems on every set (stages/reference.py)
 
 Each artifact is keyed by exactly what defines it (plus its prerequisites' keys): the settings
 that change the result, never paths, logging or checkpointing. A beta sweep builds SFT, candidates
@@ -20,11 +21,11 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io, provenance, standins
-from degenbench.config import validate
+from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split
 from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets
 from degenbench.families import load_processor, precision, release
-from degenbench.stages import evaluate, launch
+from degenbench.stages import evaluate, launch, reference
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
 from degenbench.stages.pairs import DATASET, STATS, build_pairs
@@ -72,7 +73,7 @@ class Keys:
         dpo = training(c.dpo)
         dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
         self.dpo = key_of("dpo", self.sft, self.pairs, dpo)
-        self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}[c.stage]
+        self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}.get(c.stage)  # reference: none
 
     def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
         return key_of("eval", self.model, evalset.identity, cfg.generation, cfg.metrics, precision(cfg.family, cfg.device))
@@ -82,8 +83,9 @@ class Keys:
 
 
 def _sets(cfg: DictConfig, split) -> list[EvalSet]:
-    """The job's evaluation sets; the validation split only where it chooses something (DPO's beta)."""
-    return [e for e in eval_sets(cfg, split) if e.name != "validation" or cfg.stage == "dpo"]
+    """The job's evaluation sets; the validation split only where it chooses something (DPO's beta),
+    and for the reference systems (their rows beside the models')."""
+    return [e for e in eval_sets(cfg, split) if e.name != "validation" or cfg.stage in ("dpo", REFERENCE)]
 
 
 def run_job(cfg: DictConfig) -> Path:
@@ -101,8 +103,12 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
-    eval_keys = [keys.eval(cfg, s) for s in sets]
-    runs = [evaluate.run_dir_for(cfg, s.name, k) for s, k in zip(sets, eval_keys)]
+    if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
+        planned = reference.plan(cfg, keys.data, sets)
+        runs = [p.run_dir for p in planned]
+    else:
+        eval_keys = [keys.eval(cfg, s) for s in sets]
+        runs = [evaluate.run_dir_for(cfg, s.name, k) for s, k in zip(sets, eval_keys)]
     if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
         for r in runs:
             log.info("DONE %s already evaluated: %s", r.name, r)
@@ -118,6 +124,9 @@ def run_job(cfg: DictConfig) -> Path:
     for s in sets:
         if s.external:
             assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}")
+    if cfg.stage == REFERENCE:
+        return [reference.run(cfg, p, evaluated[p.evalset.name], train, {"keys": {"data": keys.data}})
+                for p in planned][0]
     model_dir, note = None, {}
     made = {"provenance": provenance.collect(cfg)}  # kept in every artifact this job builds
 

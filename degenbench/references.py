@@ -1,0 +1,135 @@
+"""Reference systems: what a results table is read against. Each is scored on the same evaluation
+set with the same metrics as the models (`stage=reference`, degenbench/stages/reference.py):
+
+  blind-answer   never looks at the page: answers every page with the most common answer (the
+                 canonical JSON `doc.answer`) among the training documents
+  blind-fields   never looks at the page: each schema field's most common value among the
+                 training documents, put together as the JSON answer
+  tesseract      Tesseract 5 (the `tesseract` CLI) on the page scaled 2x (PIL, LANCZOS),
+                 `--psm 6`, language `por` (`eng` where por is missing, recorded); plain text
+
+Each system is a function (cfg, train_docs, docs) -> one output string per document. Ties between
+equally common values go to the one seen first in the training documents (the seeded split's
+order, as `Counter.most_common`): deterministic. Where every training answer is distinct (the
+synthetic pages: 192 of 192) the most common answer is that tie, i.e. the first training answer;
+the toy data's held-out CER over all 192 possible picks spans 0.71-0.96 (mean 0.80), the first
+gives 0.82, the smallest in code-point order would give 0.93.
+`spec(cfg, system)` is what defines a system's outputs, for its run key: for Tesseract its version,
+settings and the traineddata file's content; where the binary is missing, `missing` says why.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from omegaconf import DictConfig
+from PIL import Image
+
+from degenbench import io as dio
+from degenbench.documents.record import FIELDS, Document, truth_json
+
+log = logging.getLogger(__name__)
+INSTALL = "apt-get install tesseract-ocr tesseract-ocr-por"
+
+
+def mode(values: Iterable[str]) -> str:
+    """The most common value; ties go to the one seen first."""
+    counts = Counter(values)
+    if not counts:
+        raise ValueError("a blind baseline needs training documents, and the split has none "
+                         "(data.heldout holds out all of them)")
+    return counts.most_common(1)[0][0]  # Counter keeps first-seen order among equal counts
+
+
+def blind_answer(cfg: DictConfig, train: list[Document], docs: list[Document]) -> list[str]:
+    answer = mode(d.answer for d in train)
+    return [answer] * len(docs)
+
+
+def blind_fields(cfg: DictConfig, train: list[Document], docs: list[Document]) -> list[str]:
+    answer = truth_json({k: mode(d.truth.get(k, "") for d in train) for k in FIELDS})
+    return [answer] * len(docs)
+
+
+@functools.lru_cache(maxsize=None)
+def _tesseract_env(binary: str | None, lang: str, fallback: str) -> dict:
+    """What the installed Tesseract is: its version, the language used and its traineddata file's
+    content fingerprint (not its folder); or `missing`, with the reason."""
+    if binary is None:
+        return {"missing": f"no tesseract binary found (reference.tesseract.binary); install it with `{INSTALL}`"}
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=60)
+    text = version.stdout + version.stderr
+    m = re.search(r"tesseract\s+v?(\S+)", text)
+    where = re.search(r'"([^"]+)"', listed.stdout + listed.stderr)
+    langs = {ln.strip() for ln in listed.stdout.splitlines()[1:] if ln.strip()}
+    out = {"version": m.group(1) if m else text.strip().splitlines()[0] if text.strip() else "unknown"}
+    if lang not in langs:
+        if fallback not in langs:
+            return out | {"missing": f"tesseract has neither {lang!r} nor {fallback!r} (it has {sorted(langs)}); "
+                                     f"install them with `{INSTALL}`"}
+        out["lang_fallback"] = f"{lang!r} is not installed ({sorted(langs)}); {fallback!r} used instead"
+        log.warning("tesseract: %s; install it with `%s`", out["lang_fallback"], INSTALL)
+        lang = fallback
+    out["lang"] = lang
+    data = Path(where.group(1)) / f"{lang}.traineddata" if where else None
+    out["traineddata"] = dio.fingerprint(data) if data is not None and data.is_file() else None
+    return out
+
+
+def tesseract_spec(cfg: DictConfig) -> dict:
+    t = cfg.reference.tesseract
+    env = _tesseract_env(shutil.which(t.binary), t.lang, t.fallback_lang)  # the binary's path is not in the key
+    return {"system": "tesseract", "psm": t.psm, "scale": t.scale, "resample": "LANCZOS",
+            "lang_asked": t.lang, **env}
+
+
+def tesseract(cfg: DictConfig, train: list[Document], docs: list[Document]) -> list[str]:
+    spec = tesseract_spec(cfg)
+    if "missing" in spec:
+        raise RuntimeError(f"tesseract: {spec['missing']}")
+    binary = shutil.which(cfg.reference.tesseract.binary)
+    cmd = [binary, "stdin", "stdout", "--psm", str(spec["psm"]), "-l", spec["lang"]]
+    env = os.environ | {"OMP_THREAD_LIMIT": "1"}  # one page, one thread: the cores are for the jobs
+    outs = []
+    for d in docs:
+        page = d.load_image(cfg.data.get("max_image_pixels"))
+        k = spec["scale"]
+        page = page.resize((round(page.width * k), round(page.height * k)), Image.LANCZOS)
+        buf = io.BytesIO()
+        page.save(buf, format="PNG")
+        done = subprocess.run(cmd, input=buf.getvalue(), capture_output=True, env=env, timeout=600)
+        if done.returncode:
+            raise RuntimeError(f"tesseract failed on document {d.id} (exit {done.returncode}): "
+                               f"{done.stderr.decode(errors='replace')[-500:]}")
+        outs.append(done.stdout.decode("utf-8", errors="replace").rstrip())  # trailing newline, form feed
+    return outs
+
+
+SYSTEMS: dict[str, Callable[[DictConfig, list[Document], list[Document]], list[str]]] = {
+    "blind-answer": blind_answer, "blind-fields": blind_fields, "tesseract": tesseract}
+
+
+def systems(cfg: DictConfig) -> list[str]:
+    names = list(cfg.reference.systems)
+    if not names:
+        raise ValueError("stage=reference with reference.systems=[]: name at least one of " + ", ".join(SYSTEMS))
+    unknown = [s for s in names if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"reference.systems has unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    return names
+
+
+def spec(cfg: DictConfig, system: str) -> dict:
+    """What defines the system's outputs (besides the training and evaluated documents)."""
+    if system == "tesseract":
+        return tesseract_spec(cfg)
+    return {"system": system}  # the blind baselines have no settings
