@@ -25,6 +25,11 @@ from degenbench import io
 from degenbench.analysis import figures, runs as runs_mod, tables
 
 log = logging.getLogger(__name__)
+REFERENCES = ("Reference rows (stage `reference`, family = the system; `degenbench stage=reference`): "
+              "`blind-answer` answers every page with the most common training answer, `blind-fields` with "
+              "each field's most common training value, `tesseract` is Tesseract 5 (`--psm 6`, page scaled "
+              "2x, Portuguese); scored on the same pages with the same metrics. They are rows of `stages` and "
+              "`quality` (references first), and of no table comparing a model's stages.\n")
 RECORD_FILES = ("metrics.json", "config.yaml", "heldout_ids.json", "training.json")
 
 
@@ -74,15 +79,17 @@ def archive(runs: pd.DataFrame, dest: Path) -> None:
         shutil.copyfile(src / runs_mod.COMPLETE, dst / runs_mod.COMPLETE)  # last: the copy is whole
 
 
-def report(runs: pd.DataFrame, out: str | Path, command: str) -> dict:
-    """Write every table and figure of `runs` into `out`; returns {name: DataFrame}."""
+def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFrame | None = None) -> dict:
+    """Write every table and figure of `runs` into `out`; returns {name: DataFrame}. `skipped`:
+    reference systems that could not run (runs.skipped_systems), listed in the README."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     local = runs.run_dir.notna().all()
     preds = runs_mod.load_predictions(runs) if local else None
     choice = tables.choose_beta(runs)  # once: its warning (no validation runs) is said once
     comp = tables.comparisons(runs, preds, choice=choice) if local else pd.DataFrame()
-    named = {"runs": runs, "beta_choice": choice, "stages": tables.stage_table(runs, choice),
+    stages = tables.stage_table(runs, choice)
+    named = {"runs": runs, "quality": tables.quality(stages), "beta_choice": choice, "stages": stages,
              "beta_sweep": tables.beta_sweep(runs, choice), "comparisons": comp,
              "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
     if local:  # each DPO run's metrics.json records its pair set's statistics
@@ -106,7 +113,13 @@ def report(runs: pd.DataFrame, out: str | Path, command: str) -> dict:
           "Rows with seed `pooled` pool the seeds: counts summed, the Wilson interval taken on the sums, "
           "CER, NED, score and JSON validity weighted by documents, `deg_rate_sd` the spread of the rate "
           "across seeds; pooled comparisons concatenate each seed's paired documents (documents x seeds "
-          "as units). The figures draw the pooled rows.\n", "## Figures\n"]
+          "as units). The figures draw the pooled rows.\n", REFERENCES]
+    if skipped is not None and len(skipped):
+        log.warning("%d reference runs were skipped: %s", len(skipped), "; ".join(
+            f"{r.system} on {r.eval_set} seed {r.seed}: {r.why}" for r in skipped.itertuples()))
+        md += ["**Skipped reference systems** (no rows in the tables):\n",
+               *[f"- `{r.system}` on `{r.eval_set}`, seed {r.seed}: {r.why}" for r in skipped.itertuples()], ""]
+    md.append("## Figures\n")
     for name, fig in figs.items():
         figures.save(fig, out, name)
         md.append(f"![{name}]({name}.png)\n")
@@ -130,7 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.archive:
         archive(runs, Path(args.archive))
     cmd = shlex.join(["degenbench-report", *(argv if argv is not None else sys.argv[1:])])
-    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd)
+    skipped = None if args.wandb else runs_mod.skipped_systems(args.runs, runs)
+    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, skipped)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(_fmt(named["stages"]).to_string(index=False))
         print(named["reduction"].to_string(index=False))

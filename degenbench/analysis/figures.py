@@ -77,8 +77,9 @@ def eval_sets(df: pd.DataFrame, validation: bool = False) -> list[str]:
 
 
 def shown(stages: pd.DataFrame) -> pd.DataFrame:
-    """Stage rows a figure draws: vanilla, SFT and DPO at the beta chosen on validation."""
-    return stages[(stages.stage != "dpo") | (stages.beta_chosen_on == VALIDATION)]
+    """Stage rows a figure draws: vanilla, SFT and DPO at the beta chosen on validation (the
+    reference systems' rows are the tables')."""
+    return stages[stages.stage.isin(STAGES) & ((stages.stage != "dpo") | (stages.beta_chosen_on == VALIDATION))]
 
 
 def _at(df: pd.DataFrame, ms: list[tuple]) -> pd.DataFrame:
@@ -178,7 +179,8 @@ def lengths(predictions: pd.DataFrame, stages: pd.DataFrame):
     e = (eval_sets(st) or [None])[0]
     st = st[st.eval_set == e]
     ms = models(st)
-    limit = int(st.get("max_new_tokens", pd.Series([predictions.new_tokens.max()])).max())
+    limit = st["max_new_tokens"].max() if "max_new_tokens" in st else np.nan
+    limit = int(limit) if pd.notna(limit) else max(1, int(predictions.new_tokens.max()))  # no model rows
     bins = np.linspace(0, limit, 21)
     with style():
         fig, axes = plt.subplots(1, max(1, len(ms)), figsize=(1.6 * max(1, len(ms)) + 0.6, 2.6), sharey=True,

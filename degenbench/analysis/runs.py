@@ -19,20 +19,23 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
-from degenbench.config import STAGES
+from degenbench.config import REFERENCE, STAGES
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
 HELDOUT, VALIDATION = "heldout", "validation"  # the training source's held-out split; the split beta is chosen on
-EVAL_JOB_TYPES = list(STAGES)  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
+EVAL_JOB_TYPES = [*STAGES, REFERENCE]  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
 
 # The schema: column -> meaning. Every loader returns exactly these columns, in this order.
 COLUMNS = {
-    "family": "model family (conf/family)", "size": "tiny stand-in or real",
+    "family": "model family (conf/family), or the reference system (stage reference)",
+    "size": "tiny stand-in or real (\"-\" for a reference system)",
     "eval_set": "documents evaluated: heldout (the training source's held-out split), validation (carved "
                 "from the training side, never trained on; beta is chosen here) or a named external set",
-    "stage": "vanilla, sft or dpo", "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
-    "n_docs": "documents of its eval set evaluated", "max_new_tokens": "generation token limit",
+    "stage": "vanilla, sft, dpo, or reference (no model: degenbench/references.py)",
+    "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
+    "n_docs": "documents of its eval set evaluated",
+    "max_new_tokens": "generation token limit (NA for a reference system)",
     "n_degenerate": "documents whose output is degenerate (the paper's rule)",
     "degeneration_rate": "n_degenerate / n_docs", "deg_ci95_lo": "Wilson 95% lower bound",
     "deg_ci95_hi": "Wilson 95% upper bound", "cer": "mean character error rate (exceeds 1 on loops)",
@@ -68,7 +71,7 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
         "eval_set": s.get("eval_set") or HELDOUT,  # runs made before eval sets were named: the held-out split
         "stage": stage, "beta": s.get("beta") if stage == "dpo" else None,
         "seed": s.get("seed", _get(config, "seed")), "n_docs": s["n_docs"],
-        "max_new_tokens": _get(config, "generation.max_new_tokens"),
+        "max_new_tokens": None if stage == REFERENCE else _get(config, "generation.max_new_tokens"),
         "n_degenerate": s["n_degenerate"], "degeneration_rate": s["degeneration_rate"],
         "deg_ci95_lo": lo, "deg_ci95_hi": hi, "cer": s["cer"], "ned": s["ned"], "score": s["score"],
         "json_valid_rate": s["json_valid_rate"], "hit_limit_rate": s.get("hit_limit_rate"),
@@ -82,10 +85,10 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
 
 
 def sort_key(col: pd.Series) -> pd.Series:
-    """Sort key of one column: stages in pipeline order, heldout first and validation last among
-    eval sets, seeds numerically with "pooled" (and missing) after them."""
+    """Sort key of one column: reference, then the stages in pipeline order; heldout first and
+    validation last among eval sets; seeds numerically with "pooled" (and missing) after them."""
     if col.name == "stage":
-        return col.map({s: i for i, s in enumerate(STAGES)})
+        return col.map({REFERENCE: -1, **{s: i for i, s in enumerate(STAGES)}})
     if col.name == "eval_set":
         return col.map(lambda e: f"{0 if e == HELDOUT else 2 if e == VALIDATION else 1}{e}")
     if col.name == "seed":
@@ -113,13 +116,28 @@ def frame(rows: list[dict], where: str) -> pd.DataFrame:
     return ordered(df)
 
 
+def _skip_record(d: Path) -> dict | None:
+    """A reference system's skip record (stages/reference.py): metrics.json with `skipped_system`."""
+    f = d / "metrics.json"
+    if (d / COMPLETE).is_file() or not f.is_file():
+        return None
+    rec = json.loads(f.read_text())
+    return rec if rec.get("skipped_system") else None
+
+
 def run_dirs(runs_dir: str | Path) -> list[Path]:
-    """Finished run folders (a completion marker and metrics.json); unfinished ones are counted."""
+    """Finished run folders (a completion marker and metrics.json); unfinished ones are counted,
+    reference systems that could not run are named (`skipped_systems`)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise FileNotFoundError(f"{runs_dir} is not a folder of runs: run `degenbench experiment=toy` first")
     dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir())
     done = [d for d in dirs if (d / COMPLETE).is_file() and (d / "metrics.json").is_file()]
+    skips = {d for d in dirs if d not in done and _skip_record(d)}
+    if skips:
+        log.warning("%d reference runs were skipped (the system could not run there) and have no rows: %s",
+                    len(skips), "; ".join(f"{d.name}: {_skip_record(d)['why']}" for d in sorted(skips)))
+    dirs = [d for d in dirs if d not in skips]
     if len(done) < len(dirs):
         log.warning("%d of %d run folders in %s are unfinished and left out: %s", len(dirs) - len(done),
                     len(dirs), runs_dir, ", ".join(d.name for d in dirs if d not in done))
@@ -135,9 +153,24 @@ def load_runs(runs_dir: str | Path = "results/runs") -> pd.DataFrame:
     return frame(rows, str(runs_dir))
 
 
+def skipped_systems(runs_dir: str | Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The reference systems skipped in the store (e.g. Tesseract not installed), one row per
+    (system, eval set, seed): why, and the skip record's run folder. With `runs`, a skip that a
+    finished run of the same system, eval set and seed has since replaced is left out."""
+    recs = [r | {"run_dir": str(d)} for d in sorted(Path(runs_dir).iterdir()) if d.is_dir()
+            for r in [_skip_record(d)] if r]
+    cols = ["system", "eval_set", "seed", "why", "run_dir"]
+    out = pd.DataFrame([{"system": r["skipped_system"], "eval_set": r.get("eval_set"), "seed": r.get("seed"),
+                         "why": r.get("why"), "run_dir": r["run_dir"]} for r in recs], columns=cols)
+    if runs is not None and len(out):
+        done = set(zip(runs.family, runs.eval_set, runs.seed.astype(object)))
+        out = out[[k not in done for k in zip(out.system, out.eval_set, out.seed)]]
+    return out.drop_duplicates(["system", "eval_set", "seed"]).reset_index(drop=True)
+
+
 def load_wandb(path: str, filters: dict | None = None, api=None) -> pd.DataFrame:
-    """An online W&B project ("entity/project"): its evaluation runs (job type vanilla, sft or dpo)
-    matching `filters` (W&B's MongoDB-style run filters, e.g. {"tags": "toy"} or
+    """An online W&B project ("entity/project"): its evaluation runs (job type vanilla, sft, dpo
+    or reference) matching `filters` (W&B's MongoDB-style run filters, e.g. {"tags": "toy"} or
     {"group": "gemma-3-4b"}). Needs `wandb login` (or WANDB_API_KEY) and network."""
     import wandb
 

@@ -9,6 +9,10 @@ DPO's beta is chosen per (family, size, seed) on the validation eval set (`choos
 reported on the other eval sets; validation itself is never a reported set. Where a model has no
 validation runs no beta is chosen and every beta is shown. Paired per-document statistics live in
 `compare`.
+
+Reference systems (stage "reference", family = the system: degenbench/references.py) are rows of
+the stage table and of `quality`, first; the tables that compare stages of one model (beta
+choice, beta sweep, comparisons, reductions, pairs, cost) have none of them.
 """
 from __future__ import annotations
 
@@ -22,10 +26,11 @@ import pandas as pd
 from degenbench.analysis.compare import (KEY, MODEL, check_unique, choose_beta, comparisons, mark_chosen,
                                          paired, relative_reduction)
 from degenbench.analysis.runs import VALIDATION, ordered
+from degenbench.config import REFERENCE
 from degenbench.metrics.stats import wilson
 
 __all__ = ["beta_sweep", "check_unique", "choose_beta", "comparisons", "cost", "loop_overhead", "paired",
-           "pair_stats", "pool", "reductions", "relative_reduction", "stage_table"]
+           "pair_stats", "pool", "quality", "reductions", "relative_reduction", "stage_table"]
 log = logging.getLogger(__name__)
 MEANS = ["cer", "ned", "score", "json_valid_rate"]  # per-document means: pooled weighted by n_docs
 RATE = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "deg_rate_sd"]
@@ -34,6 +39,8 @@ STAGE_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "stage", "beta", 
 SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen", *RATE,
               "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
               "json_valid_rate", "dpo_skipped"]
+QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "ned", "score",
+                "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
 PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
               "docs_with_degenerate", "pairs"]
 
@@ -77,7 +84,8 @@ def stage_table(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.Da
     """Per (family, size, eval_set, seed) of every eval set but validation: vanilla, SFT and DPO
     at the beta chosen on validation (`beta_chosen_on`; every beta where none was chosen), then
     the pooled rows (seed "pooled"): one per stage, DPO pooling each seed's chosen beta (or per
-    beta where none was chosen). Columns: STAGE_COLS."""
+    beta where none was chosen). The reference systems' rows (family = the system, stage
+    reference) come first, per eval set and seed alike. Columns: STAGE_COLS."""
     check_unique(runs)
     choice = choose_beta(runs) if choice is None else choice
     rep = runs[runs.eval_set != VALIDATION]
@@ -92,7 +100,19 @@ def stage_table(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.Da
     by = ["family", "size", "eval_set", "stage", "beta_chosen_on", "_beta"]  # chosen DPO pools across betas
     pooled = pool(per_seed.assign(_beta=per_seed.beta.where(per_seed.beta_chosen_on.isna())), by)
     both = pd.concat([per_seed[STAGE_COLS], pooled.reindex(columns=STAGE_COLS)], ignore_index=True)
-    return ordered(both, ["family", "size", "eval_set", "seed", "stage", "beta"])
+    both = both.assign(_model=both.stage.ne(REFERENCE))  # reference systems first
+    return ordered(both, ["_model", "family", "size", "eval_set", "seed", "stage", "beta"]).drop(columns="_model")
+
+
+def quality(stages: pd.DataFrame) -> pd.DataFrame:
+    """Every system and model at a glance, per reported eval set: the stage table's (`stage_table`)
+    rows pooled over seeds (with one seed, that seed's), reference systems first, then each
+    family's vanilla, SFT and DPO (at the beta chosen on validation, or every beta where none was
+    chosen): CER, NED, score, JSON validity, and degeneration with its 95% interval. Columns:
+    QUALITY_COLS (`system`: the family, or the reference system)."""
+    q = stages[stages.seed.astype(str) == "pooled"].rename(columns={"family": "system"})
+    q = q.assign(_model=q.stage.ne(REFERENCE))
+    return ordered(q, ["eval_set", "_model", "system", "size", "stage", "beta"])[QUALITY_COLS]
 
 
 def beta_sweep(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -103,6 +123,8 @@ def beta_sweep(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.Dat
     check_unique(runs)
     choice = choose_beta(runs) if choice is None else choice
     dpo = runs[runs.stage == "dpo"]
+    if dpo.empty:  # e.g. a sweep of vanilla and reference jobs
+        return pd.DataFrame(columns=SWEEP_COLS)
     dpo = dpo.assign(chosen=mark_chosen(dpo, choice), n_seeds=1, deg_rate_sd=np.nan)
     side = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer", "run_id"]
     sft = runs.loc[runs.stage == "sft", KEY + side].rename(columns={c: f"sft_{c}" for c in side})
@@ -187,7 +209,9 @@ def loop_overhead(pred: pd.DataFrame) -> tuple[float, float]:
 
 def cost(runs: pd.DataFrame, predictions: pd.DataFrame | None = None) -> pd.DataFrame:
     """What loops cost per run: tokens and generation seconds on degenerate outputs (each row's
-    equal share of its batch), and with per-document predictions the batch time loops added."""
+    equal share of its batch), and with per-document predictions the batch time loops added. Model
+    runs only: a reference system generates no tokens."""
+    runs = runs[runs.stage != REFERENCE]
     out = runs[["family", "size", "eval_set", "seed", "stage", "beta", "n_docs", "n_degenerate", "new_tokens",
                 "new_tokens_degenerate", "generate_seconds", "generate_seconds_degenerate", "run_id"]].copy()
     out["token_share_degenerate"] = out.new_tokens_degenerate / out.new_tokens
