@@ -22,7 +22,7 @@ import matplotlib
 import pandas as pd
 
 from degenbench import io
-from degenbench.analysis import figures, runs as runs_mod, tables
+from degenbench.analysis import figures, persistence, runs as runs_mod, tables
 
 log = logging.getLogger(__name__)
 REFERENCES = ("Reference rows (stage `reference`, family = the system; `degenbench stage=reference`): "
@@ -48,6 +48,11 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
         df["cer_diff"] = [f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi
                           in zip(df.cer_diff, df.cer_diff_ci95_lo, df.cer_diff_ci95_hi)]
         df = df.drop(columns=["cer_diff_ci95_lo", "cer_diff_ci95_hi"]).rename(columns={"cer_diff": "CER diff (95% CI)"})
+    if {"persist_share", "persist_ci95_lo", "persist_ci95_hi"} <= set(df.columns):
+        df["persist_share"] = [f"{100 * r:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}]" if pd.notna(r) else ""
+                               for r, lo, hi in zip(df.persist_share, df.persist_ci95_lo, df.persist_ci95_hi)]
+        df = df.drop(columns=["persist_ci95_lo", "persist_ci95_hi", "run_id_1x", "run_id_kx"]) \
+            .rename(columns={"persist_share": "persisting (95% CI)"})
     return df
 
 
@@ -94,6 +99,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
              "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
     if local:  # each DPO run's metrics.json records its pair set's statistics
         named["pairs"] = tables.pair_stats(runs)
+        named["persistence"] = persistence.persistence(runs, preds, choice)
     figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
             "cost": figures.cost(named["cost"], named["stages"])}
     if local:
@@ -106,7 +112,10 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
           "pairs runs on the same documents within a seed (exact McNemar on the degenerate flags, paired "
-          "bootstrap BCa interval of the mean CER difference).\n",
+          "bootstrap BCa interval of the mean CER difference, resampling pages).\n",
+          "`persistence`: each model's pages degenerate at 1x the token budget against the same pages at k "
+          "times it (eval set `<set>@<k>x`, matched by document): how many persist (with a Wilson interval "
+          "on the share), how many recover, how many are degenerate only at kx.\n",
           "DPO's beta is chosen per family, size and seed on the `validation` eval set (lowest degeneration, "
           "then lowest CER, then lowest beta; `beta_choice`) and reported on the other eval sets; a model "
           "without validation runs gets no chosen beta, and its tables list every beta.\n",

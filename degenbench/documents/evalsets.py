@@ -8,6 +8,9 @@
   manifest:<path>      a JSONL manifest (conf/data/manifest.yaml's format)
   hf:<path or name>    an HF dataset saved to disk, or a hub dataset name
   {name: ..., source: ..., ...}   a data config, over conf/data/<source>.yaml's defaults
+  <entry>@<k>x         the same documents at k times the generation budget (generation.max_new_tokens),
+                       e.g. heldout@4x; in a mapping, `budget: 4` (with `source: heldout` for a split).
+                       Named <name>@<k>x: its own runs and evaluation key, the same trained model
 Every document of an external set is evaluated (its `heldout` is not used). A set's identity, for
 artifact keys, is what defines its documents: a file's content fingerprint, never its path, so a
 moved or copied benchmark keeps its results.
@@ -16,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -30,6 +34,7 @@ from degenbench.documents.sources import Split, load_documents
 SPLITS = ("heldout", "validation")
 # data settings that do not define the documents: the generation budget is generation.*'s
 NOT_DOCUMENTS = ("max_new_tokens",)
+BUDGET = re.compile(r"^(?P<base>.+)@(?P<k>\d+(?:\.\d+)?)x$")  # heldout@4x: heldout at 4x the budget
 
 
 @dataclass
@@ -38,6 +43,36 @@ class EvalSet:
     identity: dict  # what defines the documents (for keys): no paths
     load: Callable[[], list[Document]]
     external: bool  # not a split of `data`: its pages are compared by content with the training pages
+    budget: float = 1  # times generation.max_new_tokens
+    base: str = ""  # the name of the same documents at 1x (`name` where budget is 1)
+
+
+def budget_name(base: str, budget: float) -> str:
+    return base if budget == 1 else f"{base}@{budget:g}x"
+
+
+def split_budget(name: str) -> tuple[str, float]:
+    """(base set, multiplier) of an eval set's name: "heldout@4x" -> ("heldout", 4.0)."""
+    m = BUDGET.match(name)
+    return (m["base"], float(m["k"])) if m else (name, 1.0)
+
+
+def generation(cfg: DictConfig, evalset: EvalSet) -> DictConfig:
+    """The generation settings a set is evaluated with: `cfg.generation`, the token budget scaled."""
+    if evalset.budget == 1:
+        return cfg.generation
+    gen = cfg.generation.copy()
+    gen.max_new_tokens = max(1, round(evalset.budget * cfg.generation.max_new_tokens))
+    return gen
+
+
+def for_set(cfg: DictConfig, evalset: EvalSet) -> DictConfig:
+    """The job config as one set is evaluated under it (its generation budget)."""
+    if evalset.budget == 1:
+        return cfg
+    out = cfg.copy()
+    out.generation = generation(cfg, evalset)
+    return out
 
 
 def data_identity(data: DictConfig | dict) -> dict:
@@ -80,16 +115,38 @@ def eval_sets(cfg: DictConfig, split: Callable[[], Split]) -> list[EvalSet]:
     out, data = [], data_identity(cfg.data)
     for i, entry in enumerate(entries):
         where = f"eval[{i}]"
-        if entry in SPLITS:
-            if entry == "validation" and not cfg.data.get("validation"):
-                raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
-                                 "set data.validation (a count, or a fraction of the training side)")
-            out.append(EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
-                               lambda e=entry: getattr(split(), e), external=False))
-            continue
-        name, spec = _external(entry, where)
-        out.append(EvalSet(name, {"data": data_identity(spec)}, lambda s=spec: load_documents(s), external=True))
+        entry, budget = _budget(entry, where)
+        s = _one(entry, cfg, split, data, where)
+        out.append(replace(s, name=budget_name(s.name, budget), budget=budget, base=s.name))
     names = [s.name for s in out]
     if len(set(names)) < len(names):
         raise ValueError(f"eval has two sets named alike ({names}); give mappings a `name`")
     return out
+
+
+def _budget(entry, where: str) -> tuple:
+    """(the entry at 1x, its budget multiplier)."""
+    if isinstance(entry, str):
+        m = BUDGET.match(entry)
+        return (m["base"], float(m["k"])) if m else (entry, 1.0)
+    entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
+    budget = entry.pop("budget", 1)
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0:
+        raise ValueError(f"{where}: budget={budget!r} must be a number > 0 (times generation.max_new_tokens)")
+    if entry.get("source") in SPLITS:  # {source: heldout, budget: 4}
+        if set(entry) != {"source"}:
+            raise ValueError(f"{where}: a split ({entry['source']}) takes only `budget`, got {sorted(entry)}")
+        return entry["source"], float(budget)
+    return entry, float(budget)
+
+
+def _one(entry, cfg: DictConfig, split, data: dict, where: str) -> EvalSet:
+    """One set at 1x."""
+    if entry in SPLITS:
+        if entry == "validation" and not cfg.data.get("validation"):
+            raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
+                             "set data.validation (a count, or a fraction of the training side)")
+        return EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
+                       lambda: getattr(split(), entry), external=False)
+    name, spec = _external(entry, where)
+    return EvalSet(name, {"data": data_identity(spec)}, lambda: load_documents(spec), external=True)

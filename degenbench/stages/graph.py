@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from degenbench import io, provenance, standins
 from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split
-from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets
+from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets, for_set, generation
 from degenbench.families import load_processor, precision, release
 from degenbench.stages import evaluate, launch, reference
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
@@ -76,16 +76,18 @@ class Keys:
         self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}.get(c.stage)  # reference: none
 
     def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
-        return key_of("eval", self.model, evalset.identity, cfg.generation, cfg.metrics, precision(cfg.family, cfg.device))
+        """The set's documents and decoding (its token budget: heldout@4x is keyed apart from heldout)."""
+        return key_of("eval", self.model, evalset.identity, generation(cfg, evalset), cfg.metrics,
+                      precision(cfg.family, cfg.device))
 
     def record(self) -> dict:
         return dict(vars(self))
 
 
 def _sets(cfg: DictConfig, split) -> list[EvalSet]:
-    """The job's evaluation sets; the validation split only where it chooses something (DPO's beta),
-    and for the reference systems (their rows beside the models')."""
-    return [e for e in eval_sets(cfg, split) if e.name != "validation" or cfg.stage in ("dpo", REFERENCE)]
+    """The job's evaluation sets; the validation split (at any budget) only where it chooses
+    something (DPO's beta), and for the reference systems (their rows beside the models')."""
+    return [e for e in eval_sets(cfg, split) if e.base != "validation" or cfg.stage in ("dpo", REFERENCE)]
 
 
 def run_job(cfg: DictConfig) -> Path:
@@ -114,14 +116,18 @@ def run_job(cfg: DictConfig) -> Path:
             log.info("DONE %s already evaluated: %s", r.name, r)
         return runs[0]
     train = split().train
-    evaluated = {s.name: s.load() for s in sets}
+    docs: dict[str, EvalSet] = {}  # each set of documents once: heldout@4x holds heldout's pages
+    for s in sets:
+        docs.setdefault(key_of(s.identity), s)
+    loaded = {k: s.load() for k, s in docs.items()}
+    evaluated = {s.name: loaded[key_of(s.identity)] for s in sets}
 
     def guard(used_ids, what: str) -> None:  # no evaluated page is ever trained on, whatever its set
         for s in sets:
             assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
 
     guard([d.id for d in train], "the training split")
-    for s in sets:
+    for s in docs.values():
         if s.external:
             assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}")
     if cfg.stage == REFERENCE:
@@ -174,5 +180,8 @@ def run_job(cfg: DictConfig) -> Path:
             model_dir = dpo_dir / MODEL_DIR
 
     record = {"keys": keys.record(), **note}
-    done = [evaluate.run(cfg, s.name, evaluated[s.name], model_dir, k, record) for s, k in zip(sets, eval_keys)]
+    done = [evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, k,
+                         record | {"budget": {"multiplier": s.budget, "base_set": s.base,
+                                              "max_new_tokens": generation(cfg, s).max_new_tokens}})
+            for s, k in zip(sets, eval_keys)]
     return done[0]
