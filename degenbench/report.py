@@ -121,8 +121,10 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
           "without validation runs gets no chosen beta, and its tables list every beta.\n",
           "Rows with seed `pooled` pool the seeds: counts summed, the Wilson interval taken on the sums, "
           "CER, NED, score and JSON validity weighted by documents, `deg_rate_sd` the spread of the rate "
-          "across seeds; pooled comparisons concatenate each seed's paired documents (documents x seeds "
-          "as units). The figures draw the pooled rows.\n", REFERENCES]
+          "across seeds. Pooled comparisons are stratified by seed (`units`: pages within seeds): pages "
+          "are paired only within their seed, McNemar's exact test runs on the discordant pairs summed "
+          "over seeds, and the bootstrap resamples pages within each seed (percentile interval). The "
+          "figures draw the pooled rows.\n", REFERENCES]
     if skipped is not None and len(skipped):
         log.warning("%d reference runs were skipped: %s", len(skipped), "; ".join(
             f"{r.system} on {r.eval_set} seed {r.seed}: {r.why}" for r in skipped.itertuples()))

@@ -219,3 +219,26 @@ def test_report_from_a_store_of_two_seeds_and_two_eval_sets(tmp_path):
         assert (tmp_path / "out" / f"{f}.png").stat().st_size > 0
     assert len(figures.degeneration(st).axes) == 2  # one panel per reported eval set
     assert len(figures.beta(named["beta_sweep"]).axes) == 6  # two per eval set, validation included
+
+
+def test_pooled_comparisons_are_stratified_by_seed():
+    """Pooled over seeds, McNemar's exact test is the binomial test on the discordant pairs summed
+    over the seeds, and the bootstrap resamples pages within each seed."""
+    from scipy.stats import binomtest
+
+    made = [*chain(0, sft=(4, 20, 0.5), dpo={0.1: (2, 20, 0.5)}), *chain(1, sft=(5, 20, 0.5), dpo={0.1: (0, 20, 1.5)}),
+            *chain(2, sft=(1, 20, 0.5), dpo={0.1: (2, 20, 1.0)})]
+    loops = {"fam-tiny-sft-s0-heldout": {0, 1, 2, 3}, "fam-tiny-dpo-b0.1-s0-heldout": {0, 5},  # 3 fixed, 1 new
+             "fam-tiny-sft-s1-heldout": {0, 1, 2, 3, 4}, "fam-tiny-dpo-b0.1-s1-heldout": set(),  # 5 fixed
+             "fam-tiny-sft-s2-heldout": {1}, "fam-tiny-dpo-b0.1-s2-heldout": {2, 3}}  # 1 fixed, 2 new
+    runs = table(*made)
+    comp = tables.comparisons(runs, predictions(runs, loops), choice=tables.choose_beta(runs).iloc[:0])
+    vs = comp[comp["from"] == "sft"]
+    assert vs[["seed", "units", "loops_fixed", "loops_new"]].values.tolist() == [
+        [0, "pages", 3, 1], [1, "pages", 5, 0], [2, "pages", 1, 2], ["pooled", "pages within seeds (stratified)", 9, 3]]
+    assert vs.mcnemar_p.iloc[-1] == pytest.approx(binomtest(3, 12, 0.5).pvalue)
+    for r in vs.iloc[:3].itertuples():
+        assert r.mcnemar_p == pytest.approx(binomtest(r.loops_new, r.loops_fixed + r.loops_new, 0.5).pvalue)
+    # each seed's CER difference is constant (0, 1, 0.5): resampled within seeds, the pooled mean cannot move
+    p = vs.iloc[-1]
+    assert (p.cer_diff, p.cer_diff_ci95_lo, p.cer_diff_ci95_hi) == pytest.approx((0.5, 0.5, 0.5))

@@ -4,7 +4,12 @@ and paired per-document comparisons between stages.
 A run is one model (family, size, stage, beta, seed) evaluated on one eval set. Runs compare
 within (family, size, eval_set, seed): the same documents seen by the models of one seed. The
 tests are paired: an exact McNemar test on the degenerate flags and a paired bootstrap interval
-for the mean CER difference.
+for the mean CER difference (BCa, resampling pages).
+
+Pooled over seeds (`units` "pages within seeds (stratified)"), pages are paired only within their
+seed: McNemar's exact test is then the binomial test on the discordant pairs summed over seeds
+(loops fixed against loops new; the matched-pairs test stratified by seed), and the bootstrap
+resamples pages within each seed, keeping every seed's page count (a percentile interval).
 """
 from __future__ import annotations
 
@@ -77,7 +82,8 @@ def mark_chosen(dpo: pd.DataFrame, choice: pd.DataFrame) -> pd.Series:
 def paired(a: pd.DataFrame, b: pd.DataFrame, label: str, seed: int = 0, resamples: int = 9999) -> dict:
     """Run b against run a on the same documents (per-document frames indexed by doc_id, or by
     (seed, doc_id) when seeds are pooled, with `degenerate` and `cer`): exact McNemar on the
-    degenerate flags, and a paired bootstrap (BCa) 95% interval for mean CER of b minus a."""
+    degenerate flags, and a paired bootstrap 95% interval for mean CER of b minus a (BCa over
+    pages; pooled: percentile, pages resampled within their seed)."""
     if set(a.index) != set(b.index):
         raise ValueError(f"{label}: the two runs were evaluated on different documents "
                          f"({len(set(a.index) ^ set(b.index))} differ); compare runs of one eval set")
@@ -87,8 +93,10 @@ def paired(a: pd.DataFrame, b: pd.DataFrame, label: str, seed: int = 0, resample
     both = int((a.degenerate & b.degenerate).sum())
     p = mcnemar([[both, only_a], [only_b, len(a) - both - only_a - only_b]], exact=True).pvalue
     diff = (b.cer - a.cer).to_numpy()
-    lo, hi = _mean_ci(diff, seed, resamples)
-    return {"n_docs": len(a), "loops_fixed": only_a, "loops_new": only_b, "loops_both": both,
+    pooled = a.index.nlevels > 1
+    lo, hi = (_stratified_ci(diff, a.index.get_level_values(0).to_numpy(), seed, resamples) if pooled
+              else _mean_ci(diff, seed, resamples))
+    return {"units": "pages within seeds (stratified)" if pooled else "pages", "n_docs": len(a), "loops_fixed": only_a, "loops_new": only_b, "loops_both": both,
             "mcnemar_p": float(p), "cer_diff": float(diff.mean()), "cer_diff_ci95_lo": lo,
             "cer_diff_ci95_hi": hi}
 
@@ -109,6 +117,20 @@ def _mean_ci(diff: np.ndarray, seed: int, resamples: int) -> tuple[float, float]
     return float(ci.low), float(ci.high)
 
 
+def _stratified_ci(diff: np.ndarray, strata: np.ndarray, seed: int, resamples: int) -> tuple[float, float]:
+    """Percentile bootstrap 95% interval of the mean, resampling within each stratum (seed)."""
+    if len(diff) == 0:
+        return float("nan"), float("nan")
+    if np.ptp(diff) <= 1e-12:
+        return float(diff[0]), float(diff[0])
+    rng, total = np.random.default_rng(seed), np.zeros(resamples)
+    for s in pd.unique(strata):
+        d = diff[strata == s]
+        total += d[rng.integers(0, len(d), (resamples, len(d)))].sum(axis=1)
+    lo, hi = np.percentile(total / len(diff), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def _rates(rows: list) -> dict:
     """Pooled run-level numbers of the `from` and `to` runs: summed counts, doc-weighted CER."""
     out = {}
@@ -127,9 +149,10 @@ def comparisons(runs: pd.DataFrame, predictions: pd.DataFrame, seed: int = 0,
 
     Then rows with seed "pooled" (n_seeds: how many seeds) pool the seeds of each step and beta,
     and, for the chosen betas (which may differ between seeds), one more pooled row marked
-    "validation" whose beta is NaN where the seeds chose different ones. Pooling concatenates the
-    per-seed paired differences: the units are documents x seeds, resampled as independent (the
-    same page in two seeds counts twice). deg_*/cer_* of pooled rows: summed counts, doc-weighted CER."""
+    "validation" whose beta is NaN where the seeds chose different ones. Pooled rows pair pages
+    within their seed (`units`: see the module docstring): McNemar on the discordant pairs summed
+    over seeds, the bootstrap resampling pages within each seed (a page evaluated in two seeds is
+    two units). deg_*/cer_* of pooled rows: summed counts, doc-weighted CER."""
     check_unique(runs)
     choice = choose_beta(runs) if choice is None else choice
     per_doc = {rid: g.set_index("doc_id")[["degenerate", "cer"]] for rid, g in predictions.groupby("run_id")}
