@@ -72,3 +72,26 @@ def test_experiments_that_sweep_beta_choose_it_on_validation(experiment):
         cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     if "dpo.beta" in cfg.hydra.sweeper.params:
         assert "validation" in cfg.eval and cfg.data.validation > 0
+    from degenbench.documents.evalsets import eval_sets
+
+    assert [s.name for s in eval_sets(cfg, None)] == list(cfg.eval)  # every eval set parses
+
+
+def test_toy_is_one_seed_and_toy3_the_same_sweep_over_three():
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from degenbench.documents.evalsets import eval_sets, generation
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        toy, toy3 = (hydra_compose(config_name="config", overrides=[f"experiment={e}"], return_hydra_config=True)
+                     for e in ("toy", "toy3"))
+    one, three = toy.hydra.sweeper.params, toy3.hydra.sweeper.params
+    assert str(one.seed) == "0" and three.seed == "0,1,2"
+    assert {k: v for k, v in one.items() if k != "seed"} == {k: v for k, v in three.items() if k != "seed"}
+    assert one.stage.split(",") == ["vanilla", "sft", "dpo", "reference"] and len(one.family.split(",")) == 5
+    strip = lambda c: OmegaConf.to_container(c, resolve=False) | {"hydra": None}  # noqa: E731
+    assert strip(toy) == strip(toy3)  # the same jobs: only the seeds differ
+    sets = {s.name: s for s in eval_sets(toy, None)}
+    assert list(sets) == ["heldout", "validation", "heldout@4x"]
+    assert generation(toy, sets["heldout@4x"]).max_new_tokens == 4 * toy.data.max_new_tokens == 640

@@ -25,10 +25,14 @@ def test_toy_sweep_over_the_five_families(tmp_path):
                "data.validation=2", "data.eval_only=2", f"paths.results_dir={tmp_path}")
     dirs = runs(tmp_path)
     summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
-    assert sorted(s["family"] for s in summaries) == sorted(
-        ["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b", "olmocr-2-7b", "gemma-3-4b"])
+    families = ["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b", "olmocr-2-7b", "gemma-3-4b"]
+    for eval_set, tokens in (("heldout", 160), ("heldout@4x", 640)):  # validation: DPO jobs only
+        here = [s for s in summaries if s["eval_set"] == eval_set]
+        assert sorted(s["family"] for s in here) == sorted(families)
+        assert all(s["budget"]["max_new_tokens"] == tokens for s in here)
+    assert len(summaries) == 2 * len(families)
     heldout = {json.dumps(json.loads((d / "heldout_ids.json").read_text())) for d in dirs}
-    assert len(heldout) == 1  # every family on the same held-out documents
+    assert len(heldout) == 1  # every family on the same held-out documents, at 1x and 4x the budget
     for d, s in zip(dirs, summaries):
         assert SUMMARY_KEYS <= set(s) and s["n_docs"] == 3 + 2 and s["n_skipped"] == 0
         lo, hi = s["degeneration_ci95"]
