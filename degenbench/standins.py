@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models
 from transformers import (
     AutoConfig,
     AutoModelForImageTextToText,
@@ -31,10 +31,9 @@ from transformers import (
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from degenbench import io
-from degenbench.documents.synthetic import corpus_lines
 
 log = logging.getLogger(__name__)
-BUILD_VERSION = 3  # bump when the recipe below changes: cached stand-ins are rebuilt
+BUILD_VERSION = 4  # bump when the recipe below changes: cached stand-ins are rebuilt
 MARKER = "standin.json"
 
 # Each family's special tokens, as the real tokenizers spell them.
@@ -63,18 +62,24 @@ def _chat_template(arch: str) -> str:
     return (Path(trl.__file__).parent / "chat_templates" / TEMPLATES[arch]).read_text()
 
 
-def train_tokenizer(arch: str, vocab_size: int, seed: int) -> PreTrainedTokenizerFast:
-    """Byte-level BPE trained on text from the synthetic document generator (plus JSON)."""
+# The characters a stand-in has a token of: printable ASCII, newline, and Latin-1 letters (the
+# synthetic pages are Portuguese). Anything else falls back to its UTF-8 bytes, as byte-level
+# tokenizers never produce an unknown token.
+CHARS = ["\n", *map(chr, range(32, 127)), *(c for c in map(chr, range(0xA0, 0x100)) if c.isprintable()), "º", "ª"]
+
+
+def char_tokenizer(arch: str) -> PreTrainedTokenizerFast:
+    """One token per character, no merges (bytes for characters outside CHARS). A tiny model
+    reads one glyph per step: each output token lines up with one visual token of the grid, where
+    multi-character BPE tokens made it read several glyphs at once (results/organism/). The real
+    families' tokenizers are BPE; the stand-ins' are ours to choose, the loading path is the same."""
     spec = SPECIAL_TOKENS[arch]
     specials = [spec["pad"], spec["eos"], *([spec["bos"]] if "bos" in spec else []), *spec["extra"]]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(corpus_lines(seed=seed, n_docs=400), trainer=trainer)
+    chars = list(dict.fromkeys(CHARS))
+    vocab = {t: i for i, t in enumerate([*specials, *chars, *(f"<0x{b:02X}>" for b in range(256))])}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, fuse_unk=False))
+    tok.add_special_tokens(specials)
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     kwargs = dict(tokenizer_object=tok, pad_token=spec["pad"], eos_token=spec["eos"],
                   padding_side="left", chat_template=_chat_template(arch))
     if arch == "gemma3":
@@ -185,7 +190,7 @@ def _init(family: DictConfig):
                 AutoProcessor.from_pretrained(path))
     a = family.standin
     torch.manual_seed(a.seed)
-    tok = train_tokenizer(family.arch, a.vocab_size, a.seed)
+    tok = char_tokenizer(family.arch)
     config = _qwen_config(tok, a) if family.arch == "qwen2_5_vl" else _gemma_config(tok, a)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -209,8 +214,8 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
                  sum(s.steps for s in family.standin.base.stages))
         record["training"] = bases.pretrain(model, processor, family.standin.base, family.standin.page,
                                              family.prompt)
-        record["reading_cer"] = {f"{k}_lines": round(bases.reading_cer(model, processor, family.standin.page, k), 4)
-                                 for k in (1, family.standin.page.rows)}
+        record["reading"] = bases.reading_record(model, processor, family.standin.page, family.prompt,
+                                                    n=family.standin.base.get("eval_pages", 64))
         record["device"] = str(next(model.parameters()).device)
     with io.atomic_dir(out_dir) as tmp:
         model.to("cpu").save_pretrained(tmp, safe_serialization=True)
@@ -241,6 +246,23 @@ def ensure(family: DictConfig) -> Path:
     return out
 
 
+def table(names: list[str]) -> str:
+    """The shipped bases' records (standin.json) as Markdown: size, build, and reading CER beside a
+    blind answer's on the same pages (own style A; the benchmark's style B with the JSON prompt)."""
+    from degenbench.config import compose
+
+    rows = ["| family | parent | parameters | steps | build s | CER own 4 rows (blind) | CER own 1 row (blind) "
+            "| CER benchmark (blind) | JSON valid, benchmark |", "|---" * 9 + "|"]
+    for name in names:
+        info = json.loads((Path(compose([f"family={name}"]).family.sizes.tiny.pretrained) / MARKER).read_text())
+        r = info["reading"]
+        cell = lambda k: f"{r[k]['cer']:.3f} ({r[k]['blind_cer']:.3f})"  # noqa: E731
+        rows.append(f"| {name} | {info['parent'] or '-'} | {info['n_params']:,} | {info['training']['steps']} | "
+                    f"{info['training']['seconds']:.0f} | {cell('own_4_rows')} | {cell('own_1_rows')} | "
+                    f"{cell('benchmark')} | {r['benchmark']['json_valid']:.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     from degenbench.config import compose
 
@@ -248,8 +270,13 @@ def main(argv: list[str] | None = None) -> None:
                                             "into the shipped directory standins/<family>.")
     p.add_argument("families", nargs="*", help="family names (default: all, parents first)")
     p.add_argument("--force", action="store_true", help="rebuild even if the shipped base is current")
+    p.add_argument("--table", action="store_true", help="print the shipped bases' records as a Markdown table")
     args = p.parse_args(argv)
     from degenbench.config import known_families
+
+    if args.table:
+        print(table(args.families or known_families()))
+        return
 
     logging.basicConfig(level=logging.INFO)
     names = args.families or known_families()
@@ -261,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
             build(fam, out)
         info = json.loads((out / MARKER).read_text())
         print(f"{name}: {out} ({info['n_params']:,} parameters, recipe {info['recipe']}, "
-              f"reading CER {info.get('reading_cer')})", flush=True)
+              f"reading {info.get('reading')})", flush=True)
 
 
 if __name__ == "__main__":

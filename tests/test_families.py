@@ -24,7 +24,9 @@ def test_standin_loads_from_its_directory_through_the_hub_loading_path(name):
     assert model.name_or_path == str(saved)  # from_pretrained(<directory>)
     info = json.loads((saved / standins.MARKER).read_text())
     assert info["recipe"] == standins.recipe_hash(cfg.family)
-    assert info["trained"] and info["reading_cer"]["4_lines"] < 0.75  # a base that reads (some of) its style
+    reading = info["reading"]  # a base that reads its own style, far better than a blind answer
+    assert info["trained"] and reading["own_4_rows"]["cer"] < 0.2 < 0.5 < reading["own_4_rows"]["blind_cer"]
+    assert reading["benchmark"]["cer"] < reading["benchmark"]["blind_cer"]
     # the family's real chat template, rendered by the saved processor
     chat = processor.apply_chat_template([{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                                          tokenize=False, add_generation_prompt=True)
@@ -54,7 +56,8 @@ def test_sizes_differ_as_the_real_ones_do():
     assert n["qwen2.5-vl-7b"] > n["qwen2.5-vl-3b"]
 
 
-QUICK_BASE = ["family.standin.base.stages=[{lines: 1, steps: 2}]", "family.standin.base.batch_size=2"]
+QUICK_BASE = ["family.standin.base.stages=[{lines: [1], steps: 2}]", "family.standin.base.batch_size=2",
+              "+family.standin.base.eval_pages=2"]
 
 
 def _digest(d):
@@ -70,7 +73,7 @@ def test_base_build_is_deterministic_and_records_how(tmp_path, name):
     untrained = standins.build(fam, tmp_path / "c", train=False)
     assert _digest(untrained)["model.safetensors"] != _digest(a)["model.safetensors"]
     info = json.loads((a / standins.MARKER).read_text())
-    assert info["training"]["steps"] == 2 and set(info["reading_cer"]) == {"1_lines", "4_lines"}
+    assert info["training"]["steps"] == 2 and set(info["reading"]) == {"own_4_rows", "own_1_rows", "benchmark", "n_pages"}
 
 
 def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone():
