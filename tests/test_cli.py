@@ -94,4 +94,4 @@ def test_toy_is_one_seed_and_toy3_the_same_sweep_over_three():
     assert strip(toy) == strip(toy3)  # the same jobs: only the seeds differ
     sets = {s.name: s for s in eval_sets(toy, None)}
     assert list(sets) == ["heldout", "validation", "heldout@4x"]
-    assert generation(toy, sets["heldout@4x"]).max_new_tokens == 4 * toy.data.max_new_tokens == 640
+    assert generation(toy, sets["heldout@4x"]).max_new_tokens == 4 * toy.data.max_new_tokens == 1024

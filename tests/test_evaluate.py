@@ -26,7 +26,7 @@ def test_toy_sweep_over_the_five_families(tmp_path):
     dirs = runs(tmp_path)
     summaries = [json.loads((d / "metrics.json").read_text()) for d in dirs]
     families = ["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b", "olmocr-2-7b", "gemma-3-4b"]
-    for eval_set, tokens in (("heldout", 160), ("heldout@4x", 640)):  # validation: DPO jobs only
+    for eval_set, tokens in (("heldout", 256), ("heldout@4x", 1024)):  # validation: DPO jobs only
         here = [s for s in summaries if s["eval_set"] == eval_set]
         assert sorted(s["family"] for s in here) == sorted(families)
         assert all(s["budget"]["max_new_tokens"] == tokens for s in here)
