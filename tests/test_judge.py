@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoTokenizer, AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 from degenbench.config import compose
 from degenbench.documents import synthetic
@@ -74,12 +74,13 @@ def fixed_reply_model(model, tokenizer, prompt_end: int, reply: str, out):
 
 @pytest.fixture(scope="module")
 def vlm_judge(tmp_path_factory):
-    """The tiny stand-in VLM, replying {"score": 7} whatever it is shown."""
+    """The tiny stand-in VLM, replying "Score: 7" whatever it is shown (a bigram machine needs a reply
+    of distinct tokens: with one token per character, no repeated character)."""
     processor = AutoProcessor.from_pretrained(STANDIN)
     end = processor.tokenizer(processor.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
                                                             add_generation_prompt=True)).input_ids[-1]
     path = fixed_reply_model(AutoModelForImageTextToText.from_pretrained(STANDIN), processor.tokenizer, end,
-                             '{"score": 7}', tmp_path_factory.mktemp("vlm-judge"))
+                             "Score: 7", tmp_path_factory.mktemp("vlm-judge"))
     processor.save_pretrained(path)
     return path
 
@@ -115,7 +116,7 @@ def test_vlm_judge_sees_page_and_reference_through_its_template(vlm_judge, use_r
     assert "<|im_start|>user\n<|vision_start|><|image_pad|>" in prompt and candidate in prompt
     assert seen["page"] and image_tokens == (doc.image.width // 28) * (doc.image.height // 28)
     assert (doc.answer in prompt) == use_reference and ("Reference transcription" in prompt) == use_reference
-    assert judge.last_reply == '{"score": 7}' and quality == 0.7
+    assert judge.last_reply == "Score: 7" and quality == 0.7
     assert judge.counts() == {"judged": 1, "unparsed": 0}
 
 
@@ -125,7 +126,7 @@ def test_judge_candidates_records_replies_and_counts(vlm_judge):
     cands = pd.DataFrame({"doc_id": [doc.id] * 2, "candidate": [0, 1], "hit_limit": [False] * 2,
                           "text": [doc.answer, "x" * 40]})
     judged = judge_candidates(cfg, {doc.id: doc}, cands)
-    assert judged["judge_reply"].tolist() == ['{"score": 7}'] * 2
+    assert judged["judge_reply"].tolist() == ["Score: 7"] * 2
     assert judged["judge_score"].tolist() == [7.0] * 2 and judged["quality"].tolist() == [0.7] * 2
     assert judged["good"].tolist() == [True, False]  # invalid JSON is never chosen
     assert judged.attrs["judge"] == {"judged": 2, "unparsed": 0}
@@ -133,20 +134,23 @@ def test_judge_candidates_records_replies_and_counts(vlm_judge):
 
 @pytest.fixture(scope="module")
 def text_judge(tmp_path_factory):
-    """A tiny text-only causal LM (the stand-in's tokenizer and template) replying "Score: 12"."""
+    """A tiny text-only causal LM (the stand-in's tokenizer and template) replying "Score:12" (no space:
+    AutoTokenizer rebuilds the character tokenizer as a qwen2 one, whose pre-tokenizer drops it)."""
     tok = AutoProcessor.from_pretrained(STANDIN).tokenizer
     config = AutoConfig.for_model("qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
                                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    out = tmp_path_factory.mktemp("text-judge")
+    tok.save_pretrained(out), config.save_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)  # as the judge loads it (the class follows the config's model type)
     torch.manual_seed(0)
-    end = tok(tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False,
-                                      add_generation_prompt=True)).input_ids[-1]
-    return fixed_reply_model(AutoModelForCausalLM.from_config(config), tok, end, "Score: 12",
-                             tmp_path_factory.mktemp("text-judge"))
+    end = tok(tok.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=True),
+              add_special_tokens=False).input_ids[-1]
+    return fixed_reply_model(AutoModelForCausalLM.from_config(config), tok, end, "Score:12", out)
 
 
 def test_text_judge_out_of_range_reply_is_counted_not_clamped(text_judge, caplog):
-    """A text-only judge (no page) replying "Score: 12": unparsed, scored 0, counted, logged."""
+    """A text-only judge (no page) replying "Score:12": unparsed, scored 0, counted, logged."""
     cfg = compose(["judge=llm", f"judge.model={text_judge}", "device=cpu", "judge.page=false",
                    "judge.model_class=transformers.AutoModelForCausalLM"])
     docs = {d.id: d for d in synthetic.generate(1, seed=0)}
@@ -154,7 +158,7 @@ def test_text_judge_out_of_range_reply_is_counted_not_clamped(text_judge, caplog
                           "text": ['{"text": "a candidate"}']})
     with caplog.at_level(logging.WARNING):
         judged = judge_candidates(cfg, docs, cands)
-    assert judged["judge_reply"].tolist() == ["Score: 12"] and judged["judge_score"].isna().all()
+    assert judged["judge_reply"].tolist() == ["Score:12"] and judged["judge_score"].isna().all()
     assert judged["quality"].tolist() == [0.0] and judged.attrs["judge"] == {"judged": 1, "unparsed": 1}
     assert "LLM judge gave no score for 1 of 1 candidates" in caplog.text
 
