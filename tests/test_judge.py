@@ -135,7 +135,7 @@ def test_judge_candidates_records_replies_and_counts(vlm_judge):
 @pytest.fixture(scope="module")
 def text_judge(tmp_path_factory):
     """A tiny text-only causal LM (the stand-in's tokenizer and template) replying "Score:12" (no space:
-    AutoTokenizer rebuilds the character tokenizer as a qwen2 one, whose pre-tokenizer drops it)."""
+    reloaded by AutoTokenizer for a qwen2 config, the character tokenizer lost "Score: 12"'s space)."""
     tok = AutoProcessor.from_pretrained(STANDIN).tokenizer
     config = AutoConfig.for_model("qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                   num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
