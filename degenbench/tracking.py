@@ -1,6 +1,7 @@
 """Weights & Biases: one run per job (evaluation) or per trainer; local results come first."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from contextlib import contextmanager
@@ -51,8 +52,11 @@ def log_run(cfg: DictConfig, run_dir: Path, run_id: str, key: str, summary: dict
     returns what to record about the run."""
     import wandb
 
-    # the W&B id is the run's config key: a rerun after a crash continues the same W&B run
-    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=f"eval-{key}", group=group)
+    # the W&B id comes from the run folder's name (stage, beta, set and key): a rerun after a crash
+    # continues the same W&B run, and runs sharing an evaluation key (a DPO job without pairs and
+    # its SFT job, stages/reuse.py) stay apart
+    wandb_id = f"eval-{key}-{hashlib.sha256(run_id.encode()).hexdigest()[:8]}"
+    run = start(cfg, job_type=cfg.stage, name=run_id, run_dir=run_dir, run_id=wandb_id, group=group)
     if run is None:
         return {"wandb_mode": "disabled"}
     with run:

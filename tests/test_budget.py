@@ -79,6 +79,19 @@ def test_the_trained_model_is_evaluated_at_4x_without_retraining(chain, moved_ch
     assert json.loads((four / "heldout_ids.json").read_text()) == json.loads((one / "heldout_ids.json").read_text())
     assert pd.read_parquet(four / "predictions.parquet").new_tokens.max() <= 4 * cfg.data.max_new_tokens
     assert "max_new_tokens: 96" in (four / "config.yaml").read_text()
+    # greedy: a page that ended before the 1x limit ends there at 4x too; only the others are generated
+    p1, p4 = (pd.read_parquet(d / "predictions.parquet").set_index("doc_id") for d in (one, four))
+    ended = p1.index[~p1.hit_limit]
+    assert m4["reused"] == {"from": one.name, "pages": len(ended), "generated": len(p1) - len(ended)}
+    assert list(p4.index) == list(p1.index) and p4.loc[ended, "prediction"].equals(p1.loc[ended, "prediction"])
+    # ... as generating every page again at 4x shows (reuse off: all generated, the same outputs)
+    fresh = shutil.copytree(moved_chain, moved_chain.parent / "fresh", ignore=shutil.ignore_patterns("*@4x*"))
+    run_job(compose(CHAIN + [f"paths.results_dir={fresh}", "stage=sft", "eval=[heldout,heldout@4x]",
+                             "generation.reuse_budget=false"]))
+    (again,) = (fresh / "runs").glob("*-sft-heldout@4x-*")
+    assert again.name == four.name  # reuse is not in the key: it gives the same outputs
+    assert "reused" not in json.loads((again / "metrics.json").read_text())
+    assert pd.read_parquet(again / "predictions.parquet").set_index("doc_id").prediction.equals(p4.prediction)
     runs = load_runs(moved_chain / "runs")  # the persistence table on these run records
     sft = runs[runs.stage == "sft"]
     (row,) = persistence(sft, load_predictions(sft)).query("seed == 0").itertuples()

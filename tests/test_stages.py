@@ -139,10 +139,19 @@ def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert "holds no pairs" in metrics["dpo_skipped"] and not (tmp_path / "artifacts" / "dpo").exists()
     assert metrics["model_dir"] == str(artifact(tmp_path, "sft") / MODEL_DIR)
-    sft = run_job(compose(never + ["stage=sft"]))
-    same = ["prediction", "degenerate"]
+    assert "reused" not in metrics  # the first evaluation of the SFT model generates
+    # the SFT job and another beta evaluate the same model: keyed alike, they take these rows
+    sft, other = run_job(compose(never + ["stage=sft"])), run_job(compose(never + ["stage=dpo", "dpo.beta=0.5",
+                                                                                  "dpo.on_no_pairs=sft"]))
+    for again in (sft, other):
+        m = json.loads((again / "metrics.json").read_text())
+        assert m["reused"] == {"from": run.name, "pages": metrics["n_docs"], "generated": 0}
+        assert m["keys"]["model"] == metrics["keys"]["model"] == metrics["keys"]["sft"]
+        assert again.name.rsplit("-", 1)[1] == run.name.rsplit("-", 1)[1]  # one evaluation key
+    same = ["doc_id", "prediction", "degenerate", "cer"]
     pd.testing.assert_frame_equal(pd.read_parquet(run / "predictions.parquet", columns=same),
                                   pd.read_parquet(sft / "predictions.parquet", columns=same))
+    assert json.loads((sft / "metrics.json").read_text())["stage"] == "sft"
 
 
 def test_sft_from_given_weights_starts_there_not_at_the_base(chain, tmp_path):

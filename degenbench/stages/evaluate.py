@@ -25,7 +25,7 @@ from degenbench.documents import Document, open_pages
 from degenbench.families import load_processor, load_trained, release
 from degenbench.generate import decoding_record, generate
 from degenbench.metrics import score_output, settings, summarize
-from degenbench.stages import store
+from degenbench.stages import reuse, store
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +87,12 @@ def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig):
 
 
 def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | None, key: str,
-        note: dict | None = None) -> Path:
+        note: dict | None = None, base_run: Path | None = None) -> Path:
     """Evaluate the stage's model (`model_dir`; None: the family's base) on `docs`, the evaluation
     set `eval_set`, into `<runs_dir>/<label>-<eval_set>-<key>/`; `note` is kept in metrics.json
     (the artifact keys, the pairs, why DPO was skipped). A run already complete there is returned
-    as it is."""
+    as it is; a run elsewhere with the same key gives its rows, and `base_run` (the same pages at
+    1x, given for a budget above 1x) the rows of pages that ended before its limit (stages/reuse.py)."""
     run_dir = run_dir_for(cfg, eval_set, key)
     run_id = run_dir.name
     if store.is_complete(run_dir):
@@ -106,18 +107,34 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
         trained = json.loads((Path(model_dir).parent / store.COMPLETE).read_text())
         trained.pop("doc_ids", None)
         io.write_json(run_dir / "training.json", trained)
+    ids = {"family": cfg.family.name, "size": cfg.family.size, "stage": cfg.stage,
+           "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set}
+    record = {"pretrained": str(cfg.family.pretrained), "model_dir": str(model_dir) if model_dir else None, **(note or {})}
 
+    source = reuse.same_key(cfg.paths.runs_dir, key, run_dir)
+    if source is not None:  # the same model, pages and decoding, already evaluated: no generation
+        table, done = reuse.rows(source)
+        log.info("%s: the same evaluation as %s: its %d rows reused", run_id, source.name, len(table))
+        write_run(cfg, run_dir, key, table, done["skipped"], ids, record | {
+            "decoding": done["decoding"], "reused": {"from": source.name, "pages": len(table), "generated": 0}},
+            done["provenance"])
+        return run_dir
+
+    base = reuse.extendable(cfg, base_run)
+    kept, todo = (reuse.unfinished(base, [d.id for d in docs]) if base is not None else (None, None))
     model, processor = generation_model(cfg, model_dir, cfg.generation)
-    table, skipped = evaluate(cfg, model, processor, docs, shards=run_dir / "shards")
+    table, skipped = evaluate(cfg, model, processor, docs if todo is None else [d for d in docs if d.id in todo],
+                              shards=run_dir / "shards")
+    if kept is not None:
+        table = reuse.merge(kept, table, [d.id for d in docs])
+        record["reused"] = {"from": base.name, "pages": len(kept), "generated": len(todo)}
+        log.info("%s: %d pages ended before the 1x limit in %s (reused), %d generated at this budget",
+                 run_id, len(kept), base.name, len(todo))
     decoding = decoding_record(model, cfg.generation)
     # what ran it: code, libraries, device and precision, the checkpoint (before the engine goes)
     prov = provenance.collect(cfg, getattr(model, "device", None), getattr(model, "dtype", None))
     release(model)  # a vLLM engine holds its GPU until shut down; the next job may train
-    write_run(cfg, run_dir, key, table, skipped, {
-        "family": cfg.family.name, "size": cfg.family.size, "stage": cfg.stage,
-        "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set},
-        {"pretrained": str(cfg.family.pretrained), "model_dir": str(model_dir) if model_dir else None,
-         **(note or {}), "decoding": decoding}, prov)
+    write_run(cfg, run_dir, key, table, skipped, ids, record | {"decoding": decoding}, prov)
     return run_dir
 
 

@@ -76,9 +76,11 @@ class Keys:
         self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}.get(c.stage)  # reference: none
 
     def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
-        """The set's documents and decoding (its token budget: heldout@4x is keyed apart from heldout)."""
-        return key_of("eval", self.model, evalset.identity, generation(cfg, evalset), cfg.metrics,
-                      precision(cfg.family, cfg.device))
+        """The set's documents and decoding (its token budget: heldout@4x is keyed apart from heldout;
+        not reuse_budget, which gives the same outputs: tests/test_budget.py)."""
+        gen = OmegaConf.to_container(generation(cfg, evalset), resolve=True)
+        gen.pop("reuse_budget", None)
+        return key_of("eval", self.model, evalset.identity, gen, cfg.metrics, precision(cfg.family, cfg.device))
 
     def record(self) -> dict:
         return dict(vars(self))
@@ -179,9 +181,14 @@ def run_job(cfg: DictConfig) -> Path:
                                  record=made, resumable=True)
             model_dir = dpo_dir / MODEL_DIR
 
+    if "dpo_skipped" in note:  # the model evaluated is the SFT model: keyed as such, so the SFT
+        # job's runs (and the other betas') are this job's results, reused rather than generated
+        keys.model = keys.sft
+        eval_keys = [keys.eval(cfg, s) for s in sets]
     record = {"keys": keys.record(), **note}
-    done = [evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, k,
-                         record | {"budget": {"multiplier": s.budget, "base_set": s.base,
-                                              "max_new_tokens": generation(cfg, s).max_new_tokens}})
-            for s, k in zip(sets, eval_keys)]
-    return done[0]
+    done: dict[str, Path] = {}
+    for s, k in zip(sets, eval_keys):  # a k x budget set after its 1x set extends the 1x run
+        done[s.name] = evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, k, record | {
+            "budget": {"multiplier": s.budget, "base_set": s.base, "max_new_tokens": generation(cfg, s).max_new_tokens}},
+            base_run=done.get(s.base) if s.budget > 1 else None)
+    return done[sets[0].name]
