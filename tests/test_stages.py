@@ -152,6 +152,9 @@ def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(run / "predictions.parquet", columns=same),
                                   pd.read_parquet(sft / "predictions.parquet", columns=same))
     assert json.loads((sft / "metrics.json").read_text())["stage"] == "sft"
+    with Messages() as messages:  # done: a rerun finds its runs before loading anything
+        assert run_job(compose(never + ["stage=dpo", "dpo.on_no_pairs=sft"])) == run
+    assert messages and all(m.startswith("DONE") for m in messages), messages
 
 
 def test_sft_from_given_weights_starts_there_not_at_the_base(chain, tmp_path):

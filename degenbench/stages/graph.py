@@ -107,6 +107,9 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
+    no_pairs = Path(root) / "pairs" / f"{fam}-{keys.pairs}"
+    if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
+        keys.model = keys.sft  # known already: this job evaluates the SFT model (below), keyed as such
     if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
         planned = reference.plan(cfg, keys.data, sets)
         runs = [p.run_dir for p in planned]
