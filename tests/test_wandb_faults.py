@@ -25,7 +25,8 @@ def job(results: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("fault", FAULTS)
+# no-network waits out W&B's connection attempts (about 45 s): run with the slow tests (.ci/run runs both)
+@pytest.mark.parametrize("fault", ["no-key", pytest.param("no-network", marks=pytest.mark.slow)])
 def test_online_run_that_cannot_start_goes_offline_once_and_syncs_later(tmp_path, fault):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env |= {"HOME": str(tmp_path / "home"), "WANDB_CONFIG_DIR": str(tmp_path / "wandb-config"),
