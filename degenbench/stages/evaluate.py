@@ -147,6 +147,7 @@ def write_run(cfg: DictConfig, run_dir: Path, key: str, table: pd.DataFrame, ski
     front), metrics.json (ids, `record`, the summary, provenance), the W&B run (grouped by `group`,
     default the family), then the completion marker. Model and reference runs alike."""
     run_id = run_dir.name
+    table = table.drop(columns=["run_id", *IDS], errors="ignore")  # rows taken from another run name it
     table.insert(0, "run_id", run_id)
     for col in reversed(IDS):
         table.insert(1, col, ids[col])

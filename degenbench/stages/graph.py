@@ -30,7 +30,7 @@ from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
 from degenbench.stages.pairs import DATASET, STATS, build_pairs
 from degenbench.stages.sample import CANDIDATES, sample_candidates
-from degenbench.stages.store import build_once, is_complete, key_of, recorded
+from degenbench.stages.store import artifact_dir, build_once, is_complete, key_of, recorded
 from degenbench.stages.training import MODEL_DIR, result_settings, training_precision
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
-    no_pairs = Path(root) / "pairs" / f"{fam}-{keys.pairs}"
+    no_pairs = artifact_dir(root, "pairs", fam, keys.pairs)
     if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
         keys.model = keys.sft  # known already: this job evaluates the SFT model (below), keyed as such
     if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta

@@ -22,9 +22,6 @@ from degenbench.stages.store import COMPLETE, is_complete
 
 log = logging.getLogger(__name__)
 
-RUN_COLUMNS = ("run_id", "family", "size", "stage", "beta", "seed", "eval_set")  # write_run adds them
-
-
 def same_key(runs_dir: str | Path, key: str, run_dir: Path) -> Path | None:
     """A complete run other than `run_dir` whose evaluation key is `key`, if there is one."""
     for cand in sorted(Path(runs_dir).glob(f"*-{key}")):
@@ -34,10 +31,8 @@ def same_key(runs_dir: str | Path, key: str, run_dir: Path) -> Path | None:
 
 
 def rows(run_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """(per-page rows without the run's own id columns, metrics.json) of a finished run."""
-    table = pd.read_parquet(run_dir / "predictions.parquet")
-    return table.drop(columns=[c for c in RUN_COLUMNS if c in table.columns]), \
-        json.loads((run_dir / "metrics.json").read_text())
+    """(per-page rows, metrics.json) of a finished run (write_run sets the id columns anew)."""
+    return pd.read_parquet(run_dir / "predictions.parquet"), json.loads((run_dir / "metrics.json").read_text())
 
 
 def unfinished(base_run: Path, doc_ids: list[str]) -> tuple[pd.DataFrame, set[str]]:

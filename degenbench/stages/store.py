@@ -44,12 +44,17 @@ def recorded(path: Path, name: str = COMPLETE) -> dict:
     return json.loads((Path(path) / name).read_text())
 
 
+def artifact_dir(root: str | Path, kind: str, name: str, key: str) -> Path:
+    """Where the artifact of `kind` named `name` with `key` lies (built or not)."""
+    return Path(root) / kind / f"{name}-{key}"
+
+
 def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callable[[Path], dict | None],
                record: dict | None = None, resumable: bool = False) -> Path:
     """The artifact's folder, calling `builder(work_dir)` only if no complete one exists.
     `builder` writes into `work_dir` and may return facts to keep in the completion marker;
     `resumable`: it may find an interrupted build's work there and must continue it."""
-    path = Path(root) / kind / f"{name}-{key}"
+    path = artifact_dir(root, kind, name, key)
     if is_complete(path):
         log.info("REUSE %s %s", kind, path)
         return path
