@@ -6,6 +6,8 @@ tokenizer, processor, chat template), so `families.load(...)` uses the same
 
 Stand-ins are *trained* vanilla bases (see degenbench/bases.py), shipped in standins/<family>.
 Rebuild them:  degenbench-standins [--force]      (or python -m degenbench.standins)
+A recipe may continue in phases (`standin.base.then`: each a fresh optimiser and schedule); a
+build trains the last phase from the base of the earlier ones, shipped or cached, else built first.
 """
 from __future__ import annotations
 
@@ -169,12 +171,26 @@ def _parent(family: DictConfig) -> DictConfig | None:
     return compose([f"family={family.standin.base.parent}"]).family
 
 
+def _earlier(family: DictConfig) -> DictConfig | None:
+    """The same family one continued phase earlier (`base.then` without its last entry): the base
+    this one's last phase starts from. A recipe that only appends a phase therefore starts from
+    the base its earlier phases made, shipped or cached, as a child starts from its parent."""
+    then = list(family.standin.base.get("then") or [])
+    if not then:
+        return None
+    earlier = OmegaConf.create(OmegaConf.to_container(family, resolve=True))
+    earlier.standin.base.then = then[:-1]
+    return earlier
+
+
 def recipe_hash(family: DictConfig) -> str:
     """What defines a stand-in: its architecture and base-training blocks, its parent's recipe,
     and the recipe version. Shipped bases are used only when this matches."""
     parent = _parent(family)
     standin = OmegaConf.to_container(family.standin, resolve=True)
     standin.pop("cache_dir")  # where it is cached does not change what it is
+    if not standin["base"].get("then"):  # no continued phase: the same recipe as before `then` existed
+        standin["base"].pop("then", None)
     blob = json.dumps({"v": BUILD_VERSION, "arch": family.arch, "standin": standin, "prompt": family.prompt,
                        "parent": recipe_hash(parent) if parent is not None else None,
                        "pixels": [family.sizes.tiny.min_pixels, family.sizes.tiny.max_pixels]}, sort_keys=True)
@@ -182,10 +198,11 @@ def recipe_hash(family: DictConfig) -> str:
 
 
 def _init(family: DictConfig):
-    """(model, processor) to start from: the parent's base, or random weights and a new tokenizer."""
-    parent = _parent(family)
-    if parent is not None:
-        path = ensure(parent)
+    """(model, processor) to start from: the base of the earlier phases, the parent's base, or
+    random weights and a new tokenizer."""
+    start = _earlier(family) or _parent(family)
+    if start is not None:
+        path = ensure(start)
         return (AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, use_safetensors=True),
                 AutoProcessor.from_pretrained(path))
     a = family.standin
@@ -210,10 +227,23 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
               "built_by": "degenbench.standins.build", "parent": family.standin.base.parent,
               "standin": OmegaConf.to_container(family.standin, resolve=True)}
     if train:
+        base, earlier = family.standin.base, _earlier(family)
+        if earlier is not None:  # train the last continued phase; the others made the start
+            phase = OmegaConf.merge({k: base[k] for k in ("seed", "lr", "warmup_steps", "batch_size")},
+                                    base.then[-1])
         log.info("pretraining the %s base (%d steps; minutes on CPU)", family.name,
-                 sum(s.steps for s in family.standin.base.stages))
-        record["training"] = bases.pretrain(model, processor, family.standin.base, family.standin.page,
-                                             family.prompt)
+                 sum(s.steps for s in (phase if earlier is not None else base).stages))
+        training = bases.pretrain(model, processor, phase if earlier is not None else base,
+                                  family.standin.page, family.prompt)
+        if earlier is not None:  # the record covers every phase: steps and seconds add up
+            before = json.loads((ensure(earlier) / MARKER).read_text())["training"]
+            n = len(base.then)
+            training = {"stages": before["stages"] + [{**s, "phase": n, "seconds": round(before["seconds"] + s["seconds"], 1)}
+                                                  for s in training["stages"]],
+                        "steps": before["steps"] + training["steps"],
+                        "seconds": round(before["seconds"] + training["seconds"], 1),
+                        "continued_from": recipe_hash(earlier)}
+        record["training"] = training
         record["reading"] = bases.reading_record(model, processor, family.standin.page, family.prompt,
                                                     n=family.standin.base.get("eval_pages", 64))
         record["device"] = str(next(model.parameters()).device)

@@ -86,6 +86,23 @@ def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone(
     assert standins.ensure(fam) == built  # built once, then reused
 
 
+def test_a_continued_phase_starts_from_the_earlier_phases_base(tmp_path):
+    quick = ["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=98",
+             f"family.standin.cache_dir={tmp_path / 'cache'}"]
+    earlier = compose(quick).family
+    fam = compose([*quick, "+family.standin.base.then=[{seed: 5, lr: 3e-4, stages: [{lines: [2], steps: 3}]}]"]).family
+    assert standins.recipe_hash(standins._earlier(fam)) == standins.recipe_hash(earlier)  # `then: []` is no phase
+    assert standins.recipe_hash(fam) != standins.recipe_hash(earlier)
+    a, b = standins.build(fam, tmp_path / "a"), standins.build(fam, tmp_path / "b")
+    assert _digest(a) == _digest(b)  # the earlier phases' base was built once into the cache, then reused
+    start = standins.ensure(earlier)
+    assert start.parent == tmp_path / "cache" and _digest(start)["model.safetensors"] != _digest(a)["model.safetensors"]
+    info = json.loads((a / standins.MARKER).read_text())["training"]
+    assert info["steps"] == 2 + 3 and info["continued_from"] == standins.recipe_hash(earlier)
+    assert [s.get("phase") for s in info["stages"]] == [None, 1]
+    assert info["stages"][1]["steps"] == 3 and info["seconds"] >= info["stages"][0]["seconds"]
+
+
 def test_continued_pretraining_starts_from_the_parent_base():
     fam = compose(["family=nanonets-ocr2-3b"]).family
     parent = compose([f"family={fam.standin.base.parent}"]).family
