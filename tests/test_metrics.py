@@ -114,3 +114,14 @@ def test_per_field_cer_survives_the_parquet_round_trip(tmp_path):
     summary = summarize(rows.to_dict("records"), [])
     assert (summary["cer_header"], summary["cer_margin"], summary["cer_footer"]) == (0.0, 0.5, 0.25)
     assert summary["cer_text"] == pytest.approx(0.5) and summary["cer"] == pytest.approx(1.4 / 3)
+
+
+def test_cer_apart_from_loops_leaves_the_degenerate_pages_out():
+    from degenbench.metrics import summarize
+
+    row = dict(degenerate=False, hit_limit=False, json_valid=True, cer=0.02, ned=0.02, score=0.95, new_tokens=10,
+               seconds=0.5)
+    rows = [row, row | {"cer": 0.04}, row | {"degenerate": True, "hit_limit": True, "cer": 2.5}]
+    s = summarize(rows, [])
+    assert s["cer"] == pytest.approx(2.56 / 3) and s["cer_not_degenerate"] == pytest.approx(0.03)
+    assert math.isnan(summarize(rows[2:], [])["cer_not_degenerate"])  # every page looped: no such mean

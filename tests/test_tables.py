@@ -65,10 +65,18 @@ def test_two_seeds_give_per_seed_rows_and_pooled_counts_with_a_wilson_interval()
     assert (p.deg_ci95_lo, p.deg_ci95_hi) == pytest.approx(wilson(25, 400))
     assert p.deg_rate_sd == pytest.approx(np.std([0.1, 0.05], ddof=1))
     assert p.cer == pytest.approx((0.2 * 100 + 0.6 * 300) / 400)  # weighted by documents, not 0.4
+    assert math.isnan(p.cer_not_degenerate)  # these runs did not record it
     assert p.run_id == "fam-tiny-sft-s0-heldout,fam-tiny-sft-s1-heldout"
     assert math.isnan(sft.deg_rate_sd.iloc[0])  # a single seed has no spread
     one = tables.stage_table(table(*chain(0)))  # one seed: the pooled row repeats it, sd NaN
     assert one[one.seed == "pooled"].n_docs.tolist() == [100, 100] and one.deg_rate_sd.isna().all()
+
+
+def test_cer_apart_from_loops_pools_over_the_pages_that_did_not_loop():
+    runs = table(*chain(0, sft=(10, 100), cer_not_degenerate=0.1), *chain(1, sft=(50, 100), cer_not_degenerate=0.4))
+    q = tables.quality(tables.stage_table(runs))
+    sft = q[q.stage == "sft"].iloc[0]
+    assert sft.cer_not_degenerate == pytest.approx((0.1 * 90 + 0.4 * 50) / 140)  # weighted by pages that ended
 
 
 def test_beta_is_chosen_on_validation_and_reported_on_the_eval_set_even_where_another_does_better_there():

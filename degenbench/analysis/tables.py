@@ -35,11 +35,12 @@ log = logging.getLogger(__name__)
 MEANS = ["cer", "ned", "score", "json_valid_rate"]  # per-document means: pooled weighted by n_docs
 RATE = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "deg_rate_sd"]
 STAGE_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "stage", "beta", "beta_chosen_on", *RATE,
-              *MEANS, "max_new_tokens", "run_id"]
+              *MEANS, "cer_not_degenerate", "max_new_tokens", "run_id"]
 SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen", *RATE,
               "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
               "json_valid_rate", "dpo_skipped"]
-QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "ned", "score",
+QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "cer_not_degenerate",
+                "ned", "score",
                 "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
 PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
               "docs_with_degenerate", "pairs"]
@@ -59,6 +60,7 @@ def pool(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                "deg_rate_sd": g.degeneration_rate.astype(float).std(),  # ddof 1: NaN for one seed
                **{c: float(np.dot(g[c].to_numpy(float), w) / w.sum()) if n else np.nan
                   for c in MEANS if c in g},
+               "cer_not_degenerate": _weighted(g, "cer_not_degenerate", g.n_docs - g.n_degenerate),
                "run_id": ",".join(g.run_id)}
         if "max_new_tokens" in g:
             rec["max_new_tokens"] = g.max_new_tokens.max()
@@ -67,6 +69,14 @@ def pool(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
             rec["beta"] = betas.pop() if len(betas) == 1 and g.beta.notna().all() else np.nan
         out.append(rec)
     return pd.DataFrame(out)
+
+
+def _weighted(g: pd.DataFrame, col: str, w: pd.Series) -> float:
+    """Mean of `col` over a group's runs weighted by `w` (NaN where no run has it or all weights are 0)."""
+    if col not in g:
+        return np.nan
+    ok = g[col].notna() & (w > 0)
+    return float(np.average(g.loc[ok, col].astype(float), weights=w[ok])) if ok.any() else np.nan
 
 
 def _chosen_missing(dpo: pd.DataFrame, chosen: pd.Series, reported: pd.DataFrame, choice: pd.DataFrame) -> None:

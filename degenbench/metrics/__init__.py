@@ -49,10 +49,13 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         k = sum(bool(r[key]) for r in rows)
         return (k / n if n else math.nan), list(wilson(k, n, alpha))
 
-    def mean(key: str) -> float:
+    def mean_where(key: str, keep) -> float:
         # a field a row lacks is None in memory and NaN once the rows went through parquet
-        vals = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+        vals = [r[key] for r in rows if keep(r) and r.get(key) is not None and not math.isnan(r[key])]
         return sum(vals) / len(vals) if vals else math.nan
+
+    def mean(key: str) -> float:
+        return mean_where(key, lambda r: True)
 
     deg, deg_ci = rate("degenerate")
     valid, valid_ci = rate("json_valid")
@@ -63,6 +66,8 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         "hit_limit_rate": rate("hit_limit")[0],
         "n_loop_stopped": sum(bool(r.get("loop_stopped")) for r in rows),
         "cer": mean("cer"), "ned": mean("ned"), "score": mean("score"),
+        # a loop alone costs a page a CER of 2-3: reading quality apart from loops, beside the mean
+        "cer_not_degenerate": mean_where("cer", lambda r: not r["degenerate"]),
         "json_valid_rate": valid, "json_valid_ci95": valid_ci,
         **{k: mean(k) for k in ("cer_header", "cer_margin", "cer_footer", "cer_text")},
         "new_tokens": sum(r["new_tokens"] for r in rows),
