@@ -127,6 +127,20 @@ def pretrain(model, processor, base: DictConfig, page: DictConfig, task_prompt: 
     return record
 
 
+def last_phase(base: DictConfig) -> DictConfig:
+    """The last continued phase (`base.then[-1]`); seed, lr, warm-up and batch size it leaves
+    unset are the first phase's."""
+    return OmegaConf.merge({k: base[k] for k in ("seed", "lr", "warmup_steps", "batch_size")}, base.then[-1])
+
+
+def continued_record(before: dict, phase: dict, n: int, earlier: str) -> dict:
+    """The training record of phase `n` continuing the record `before` (recipe `earlier`): stages
+    appended with their phase, steps and seconds added up."""
+    stages = [{**s, "phase": n, "seconds": round(before["seconds"] + s["seconds"], 1)} for s in phase["stages"]]
+    return {"stages": before["stages"] + stages, "steps": before["steps"] + phase["steps"],
+            "seconds": round(before["seconds"] + phase["seconds"], 1), "continued_from": earlier}
+
+
 def _generate(model, processor, images, prompt: str, max_new_tokens: int, bs: int = 32) -> list[str]:
     tok = processor.tokenizer
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]

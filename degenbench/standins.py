@@ -227,23 +227,13 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
               "built_by": "degenbench.standins.build", "parent": family.standin.base.parent,
               "standin": OmegaConf.to_container(family.standin, resolve=True)}
     if train:
-        base, earlier = family.standin.base, _earlier(family)
-        if earlier is not None:  # train the last continued phase; the others made the start
-            phase = OmegaConf.merge({k: base[k] for k in ("seed", "lr", "warmup_steps", "batch_size")},
-                                    base.then[-1])
-        log.info("pretraining the %s base (%d steps; minutes on CPU)", family.name,
-                 sum(s.steps for s in (phase if earlier is not None else base).stages))
-        training = bases.pretrain(model, processor, phase if earlier is not None else base,
-                                  family.standin.page, family.prompt)
+        earlier = _earlier(family)
+        recipe = bases.last_phase(family.standin.base) if earlier is not None else family.standin.base
+        log.info("pretraining the %s base (%d steps; minutes on CPU)", family.name, sum(s.steps for s in recipe.stages))
+        record["training"] = bases.pretrain(model, processor, recipe, family.standin.page, family.prompt)
         if earlier is not None:  # the record covers every phase: steps and seconds add up
             before = json.loads((ensure(earlier) / MARKER).read_text())["training"]
-            n = len(base.then)
-            training = {"stages": before["stages"] + [{**s, "phase": n, "seconds": round(before["seconds"] + s["seconds"], 1)}
-                                                  for s in training["stages"]],
-                        "steps": before["steps"] + training["steps"],
-                        "seconds": round(before["seconds"] + training["seconds"], 1),
-                        "continued_from": recipe_hash(earlier)}
-        record["training"] = training
+            record["training"] = bases.continued_record(before, record["training"], len(family.standin.base.then), recipe_hash(earlier))
         record["reading"] = bases.reading_record(model, processor, family.standin.page, family.prompt,
                                                     n=family.standin.base.get("eval_pages", 64))
         record["device"] = str(next(model.parameters()).device)
