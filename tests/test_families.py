@@ -57,7 +57,7 @@ def test_sizes_differ_as_the_real_ones_do():
 
 
 QUICK_BASE = ["family.standin.base.stages=[{lines: [1], steps: 2}]", "family.standin.base.batch_size=2",
-              "+family.standin.base.eval_pages=2"]
+              "+family.standin.base.eval_pages=2", "++family.standin.base.then=[]"]  # no continued phase
 
 
 def _digest(d):
@@ -90,7 +90,7 @@ def test_a_continued_phase_starts_from_the_earlier_phases_base(tmp_path):
     quick = ["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=98",
              f"family.standin.cache_dir={tmp_path / 'cache'}"]
     earlier = compose(quick).family
-    fam = compose([*quick, "+family.standin.base.then=[{seed: 5, lr: 3e-4, stages: [{lines: [2], steps: 3}]}]"]).family
+    fam = compose([*quick, "family.standin.base.then=[{seed: 5, lr: 3e-4, stages: [{lines: [2], steps: 3}]}]"]).family
     assert standins.recipe_hash(standins._earlier(fam)) == standins.recipe_hash(earlier)  # `then: []` is no phase
     assert standins.recipe_hash(fam) != standins.recipe_hash(earlier)
     a, b = standins.build(fam, tmp_path / "a"), standins.build(fam, tmp_path / "b")
