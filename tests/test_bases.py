@@ -1,6 +1,8 @@
 """Base pretraining data: style-A pages and their labels."""
 import random
 
+from transformers import AutoProcessor
+
 from degenbench import bases, standins
 from degenbench.config import compose
 
@@ -36,7 +38,7 @@ def test_lr_warms_up_stays_flat_then_decays_to_a_tenth():
 def test_labels_cover_exactly_the_answer_and_the_end_of_turn():
     for name in ("qwen2.5-vl-3b", "gemma-3-4b"):
         fam = compose([f"family={name}"]).family
-        _, processor = standins._init(fam)
+        processor = AutoProcessor.from_pretrained(standins.ensure(fam))  # the shipped base's
         stage = fam.standin.base.stages[-1]
         enc = bases._batch(processor, random.Random(0), 3, fam.standin.page, stage, fam.prompt)
         tok = processor.tokenizer

@@ -25,7 +25,8 @@ p.add_argument("--clip-norm", action="store_true", help="CLIP image mean/std ins
 p.add_argument("--mrope", type=int, nargs=3, default=[1, 1, 14])
 args = p.parse_args()
 torch.manual_seed(0)
-fam = compose(["family=qwen2.5-vl-3b", f"family.standin.mrope_section=[{','.join(map(str, args.mrope))}]"]).family
+fam = compose(["family=qwen2.5-vl-3b", "family.standin.base.then=[]",  # random weights, not a base
+               f"family.standin.mrope_section=[{','.join(map(str, args.mrope))}]"]).family
 model, proc = standins._init(fam)
 if args.clip_norm:
     proc.image_processor.image_mean = [0.48145466, 0.4578275, 0.40821073]
