@@ -69,11 +69,13 @@ def _batches(cfg, artifacts):
 
 def test_sampled_candidates_of_a_page_differ(chain):
     """Finding 1: the checkpoint's top_k 1 (Qwen2.5-VL-7B's generation_config.json) made every
-    sample of a page the same output: no good and looping answers to pair."""
+    sample of a page the same output: no good and looping answers to pair. A base that reads well
+    may still give one page the same answer N times at the sampling temperature (the Gemma3-like
+    base of 1df204b did, on 1 page of 4), so: most pages, not every page."""
     cfg, _, artifacts = chain
     cands = pd.read_parquet(_one(artifacts / "candidates") / "candidates.parquet")
     distinct = cands.groupby("doc_id")["text"].nunique()
-    assert (distinct > 1).all(), distinct.to_dict()
+    assert (distinct > 1).mean() > 0.5, distinct.to_dict()  # with top_k 1 leaking: no page
     assert distinct.mean() >= cfg.sampling.n / 2, distinct.to_dict()
 
 
