@@ -212,6 +212,14 @@ def test_out_of_range_settings_fail_before_any_work_in_library_use(tmp_path, ove
     assert not any(tmp_path.iterdir())  # nothing built, loaded or written
 
 
+def test_a_job_left_with_no_evaluation_set_says_which_and_why(tmp_path):
+    """Only DPO and the reference systems evaluate the validation split: an SFT job asked for it
+    alone has nothing to evaluate, and says so before training anything."""
+    with pytest.raises(ValueError, match=r"stage=sft has no evaluation set in eval=\['validation'\].*stage=dpo"):
+        run_job(compose(["stage=sft", "eval=[validation]", "data.validation=4", "logger=disabled", f"paths.results_dir={tmp_path}"]))
+    assert not (tmp_path / "artifacts").exists()  # nothing trained
+
+
 def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):
     def degenbench(*args):
         out = subprocess.run([sys.executable, "-m", "degenbench", *args, "logger=disabled",

@@ -107,6 +107,10 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
+    if not sets:
+        raise ValueError(f"stage={cfg.stage} has no evaluation set in eval={OmegaConf.to_container(cfg.eval)}: the "
+                         "validation split is evaluated only by stage=dpo (it chooses beta) and stage=reference; "
+                         "add heldout or a named set, e.g. eval=[heldout]")
     no_pairs = artifact_dir(root, "pairs", fam, keys.pairs)
     if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
         keys.model = keys.sft  # known already: this job evaluates the SFT model (below), keyed as such
