@@ -120,7 +120,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
           "then lowest CER, then lowest beta; `beta_choice`) and reported on the other eval sets; a model "
           "without validation runs gets no chosen beta, and its tables list every beta.\n",
           "Rows with seed `pooled` pool the seeds: counts summed, the Wilson interval taken on the sums, "
-          "CER, NED, score and JSON validity weighted by documents, `deg_rate_sd` the spread of the rate "
+          "CER, NED, score and JSON validity weighted by documents, `cer_not_degenerate` (the CER of the "
+          "pages whose output did not loop) by those pages, `deg_rate_sd` the spread of the rate "
           "across seeds. Pooled comparisons are stratified by seed (`units`: pages within seeds): pages "
           "are paired only within their seed, McNemar's exact test runs on the discordant pairs summed "
           "over seeds, and the bootstrap resamples pages within each seed (percentile interval). The "

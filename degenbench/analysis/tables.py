@@ -40,8 +40,7 @@ SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen",
               "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
               "json_valid_rate", "dpo_skipped"]
 QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "cer_not_degenerate",
-                "ned", "score",
-                "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
+                "ned", "score", "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
 PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
               "docs_with_degenerate", "pairs"]
 
