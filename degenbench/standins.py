@@ -198,13 +198,13 @@ def recipe_hash(family: DictConfig) -> str:
 
 
 def _init(family: DictConfig):
-    """(model, processor) to start from: the base of the earlier phases, the parent's base, or
-    random weights and a new tokenizer."""
+    """(model, processor, its folder) to start from: the base of the earlier phases, the parent's
+    base, or random weights and a new tokenizer (folder None)."""
     start = _earlier(family) or _parent(family)
     if start is not None:
         path = ensure(start)
         return (AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, use_safetensors=True),
-                AutoProcessor.from_pretrained(path))
+                AutoProcessor.from_pretrained(path), path)
     a = family.standin
     torch.manual_seed(a.seed)
     tok = char_tokenizer(family.arch)
@@ -212,7 +212,7 @@ def _init(family: DictConfig):
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
-    return model, _processor(family, tok)
+    return model, _processor(family, tok), None
 
 
 def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
@@ -221,7 +221,7 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
     from degenbench import bases
 
     out_dir = Path(out_dir)
-    model, processor = _init(family)
+    model, processor, start = _init(family)
     record = {"family": family.name, "arch": family.arch, "recipe": recipe_hash(family),
               "n_params": sum(p.numel() for p in model.parameters()), "trained": train,
               "built_by": "degenbench.standins.build", "parent": family.standin.base.parent,
@@ -232,7 +232,7 @@ def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:
         log.info("pretraining the %s base (%d steps; minutes on CPU)", family.name, sum(s.steps for s in recipe.stages))
         record["training"] = bases.pretrain(model, processor, recipe, family.standin.page, family.prompt)
         if earlier is not None:  # the record covers every phase: steps and seconds add up
-            before = json.loads((ensure(earlier) / MARKER).read_text())["training"]
+            before = json.loads((start / MARKER).read_text())["training"]  # the earlier phases' record
             record["training"] = bases.continued_record(before, record["training"], len(family.standin.base.then), recipe_hash(earlier))
         record["reading"] = bases.reading_record(model, processor, family.standin.page, family.prompt,
                                                     n=family.standin.base.get("eval_pages", 64))
