@@ -69,6 +69,11 @@ def test_tesseract_reads_a_synthetic_page_far_better_than_the_blind_baselines():
     assert all(o == o.rstrip() and o for o in ocr)  # plain text, no trailing newline or form feed
     spec = references.spec(cfg, "tesseract")
     assert spec["version"].startswith("5") and spec["psm"] == 6 and spec["scale"] == 2 and spec["traineddata"]
+    # pages read side by side come back in the documents' order, as one at a time reads them;
+    # the worker count is not part of what defines the outputs (the run key)
+    one = compose(["stage=reference", "reference.tesseract.workers=1"])
+    assert references.tesseract(one, train, pages) == ocr
+    assert references.spec(one, "tesseract") == spec
 
 
 def test_a_reference_job_writes_complete_runs_and_a_second_one_for_another_family_is_a_cache_hit(tmp_path):
