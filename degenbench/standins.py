@@ -183,18 +183,37 @@ def _earlier(family: DictConfig) -> DictConfig | None:
     return earlier
 
 
-def recipe_hash(family: DictConfig) -> str:
-    """What defines a stand-in: its architecture and base-training blocks, its parent's recipe,
-    and the recipe version. Shipped bases are used only when this matches."""
+def recipe(family: DictConfig) -> dict:
+    """What defines a stand-in: its architecture and base-training blocks, the task prompt it is
+    pretrained on in part, its parent's recipe, and the recipe version."""
     parent = _parent(family)
     standin = OmegaConf.to_container(family.standin, resolve=True)
     standin.pop("cache_dir")  # where it is cached does not change what it is
     if not standin["base"].get("then"):  # no continued phase: the same recipe as before `then` existed
         standin["base"].pop("then", None)
-    blob = json.dumps({"v": BUILD_VERSION, "arch": family.arch, "standin": standin, "prompt": family.prompt,
-                       "parent": recipe_hash(parent) if parent is not None else None,
-                       "pixels": [family.sizes.tiny.min_pixels, family.sizes.tiny.max_pixels]}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return {"v": BUILD_VERSION, "arch": family.arch, "standin": standin, "prompt": family.prompt,
+            "parent": recipe_hash(parent) if parent is not None else None,
+            "pixels": [family.sizes.tiny.min_pixels, family.sizes.tiny.max_pixels]}
+
+
+def recipe_hash(family: DictConfig) -> str:
+    """The recipe's fingerprint: shipped bases are used only when it matches."""
+    return hashlib.sha256(json.dumps(recipe(family), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differs(family: DictConfig) -> list[str]:
+    """The recipe's fields (dotted) that differ from conf/family/<name>.yaml's, which made the
+    shipped base: what an override changed that forces a build (e.g. `prompt`)."""
+    from degenbench.config import compose
+
+    def walk(a, b, at: str) -> list[str]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in sorted(set(a) | set(b)) for d in walk(a.get(k), b.get(k), f"{at}.{k}".lstrip("."))]
+        return [] if a == b else [at]
+    try:
+        return walk(recipe(family), recipe(compose([f"family={family.name}"]).family), "")
+    except Exception:  # not a conf/family option: nothing to compare with
+        return []
 
 
 def _init(family: DictConfig):
@@ -261,7 +280,10 @@ def ensure(family: DictConfig) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(out) + ".lock"):
         if not _current(out, family):
-            log.warning("%s: no shipped base matches this config; building %s", family.name, out)
+            changed = differs(family)
+            log.warning("%s: no shipped base matches this config (%s); building %s: minutes to hours on CPU",
+                        family.name, f"changed: {', '.join(changed)}" if changed else
+                        f"rebuild it with `degenbench-standins {family.name} --force`", out)
             build(family, out)
     return out
 

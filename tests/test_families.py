@@ -76,11 +76,21 @@ def test_base_build_is_deterministic_and_records_how(tmp_path, name):
     assert info["training"]["steps"] == 2 and set(info["reading"]) == {"own_4_rows", "own_1_rows", "benchmark", "n_pages"}
 
 
-def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone():
+def test_an_override_that_forces_a_base_build_is_named():
+    assert standins.differs(compose(["family=gemma-3-4b"]).family) == []  # the shipped recipe
+    # the prompt is part of what a base is pretrained on: changing it means another base
+    fam = compose(["family=gemma-3-4b", "family.prompt=Transcribe.", "family.standin.base.then.1.lr=1e-4"]).family
+    assert standins.differs(fam) == ["prompt", "standin.base.then"]
+    assert standins.recipe_hash(fam) != standins.recipe_hash(compose(["family=gemma-3-4b"]).family)
+
+
+def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone(caplog):
     fam = compose(["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=99"]).family
     shipped = Path(fam.sizes.tiny.pretrained)
     before = _digest(shipped)
-    built = standins.ensure(fam)
+    with caplog.at_level("WARNING", logger="degenbench.standins"):
+        built = standins.ensure(fam)
+    assert "standin.base.seed" in caplog.text and "changed:" in caplog.text  # says why it builds
     assert built != shipped and built.is_relative_to(Path(fam.standin.cache_dir))
     assert _digest(shipped) == before
     assert standins.ensure(fam) == built  # built once, then reused
