@@ -204,6 +204,8 @@ def recipe_hash(family: DictConfig) -> str:
 def differs(family: DictConfig) -> list[str]:
     """The recipe's fields (dotted) that differ from conf/family/<name>.yaml's, which made the
     shipped base: what an override changed that forces a build (e.g. `prompt`)."""
+    from hydra.errors import MissingConfigException
+
     from degenbench.config import compose
 
     def walk(a, b, at: str) -> list[str]:
@@ -212,7 +214,7 @@ def differs(family: DictConfig) -> list[str]:
         return [] if a == b else [at]
     try:
         return walk(recipe(family), recipe(compose([f"family={family.name}"]).family), "")
-    except Exception:  # not a conf/family option: nothing to compare with
+    except MissingConfigException:  # not a conf/family option: nothing to compare with
         return []
 
 
