@@ -3,7 +3,8 @@
 
 1. Mapping: degenbench's decoding settings become vLLM's SamplingParams and engine arguments
    (every sampling setting explicit, generation_config="vllm", pixel bounds, seed; greedy n > 1
-   and no_repeat_ngram_size refused), prompts tokenized with one <bos> (Gemma's snapshot), vLLM's
+   refused; n-gram blocking through vLLM's NGramPerReqLogitsProcessor; each decode-time
+   mitigation's attempts), prompts tokenized with one <bos> (Gemma's snapshot), vLLM's
    repetition detection within what LoopStop waits for.
 2. Agreement: vLLM's own repetition check (vllm.v1.core.sched.utils.check_sequence_repetition,
    replayed token by token as the engine runs it) on the toy sweep's real outputs (committed in
@@ -66,8 +67,26 @@ sp = backend.sampling_params(s, n=8, seed=1234)
 check(f"sampling: n {sp.n}, seed {sp.seed}, temperature {sp.temperature}, top_p {sp.top_p}, top_k {sp.top_k}, "
       f"repetition_penalty {sp.repetition_penalty}",
       (sp.n, sp.seed, sp.temperature, sp.top_p, sp.top_k, sp.repetition_penalty) == (8, 1234, s.temperature, s.top_p, s.top_k, 1.0))
-for bad, why in ((OmegaConf.merge(greedy.generation, {"no_repeat_ngram_size": 3}), "no_repeat_ngram_size"),
-                 (OmegaConf.merge(greedy.generation, {"inherit": ["repetition_penalty"]}), "inherit")):
+# decode-time mitigations (conf/mitigation): every attempt's settings reach SamplingParams
+from degenbench import mitigation  # noqa: E402
+
+for name in ("repetition_penalty", "no_repeat_ngram", "temperature_retry", "loop_stop_retry"):
+    m = compose([f"mitigation={name}", "data.max_new_tokens=4096"])
+    for k, g in enumerate(mitigation.attempts(m.generation, m.mitigation)):
+        sp = backend.sampling_params(g, seed=7 + k)
+        want = (g.repetition_penalty, g.temperature if g.do_sample else 0.0,
+                {"ngram_size": g.no_repeat_ngram_size, "window_size": 4096} if g.no_repeat_ngram_size else None,
+                sp.repetition_detection is not None)
+        got = (sp.repetition_penalty, sp.temperature, sp.extra_args or None, bool(g.get("loop_stop")))
+        check(f"mitigation {name}, attempt {k + 1}: repetition_penalty {sp.repetition_penalty}, temperature "
+              f"{sp.temperature}, extra_args {sp.extra_args}, repetition_detection {sp.repetition_detection is not None}",
+              want == got)
+from vllm.model_executor.models.deepseek_ocr import NGramPerReqLogitsProcessor  # noqa: E402,F401  the n-gram processor exists
+ngram = compose(["mitigation=no_repeat_ngram"])
+kw = backend.engine_kwargs(compose(["family=qwen2.5-vl-3b"]).family, mitigation.attempts(ngram.generation, ngram.mitigation))
+check(f"n-gram blocking registers vLLM's NGramPerReqLogitsProcessor: {kw.get('logits_processors')}",
+      kw.get("logits_processors") == [backend.NGRAM_PROCESSOR])
+for bad, why in ((OmegaConf.merge(greedy.generation, {"inherit": ["repetition_penalty"]}), "inherit"),):
     try:
         backend.sampling_params(bad)
         check(f"{why} refused with a clear error", False)

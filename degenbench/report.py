@@ -22,7 +22,7 @@ import matplotlib
 import pandas as pd
 
 from degenbench import io
-from degenbench.analysis import figures, persistence, runs as runs_mod, tables
+from degenbench.analysis import figures, mitigations, persistence, runs as runs_mod, tables
 
 log = logging.getLogger(__name__)
 REFERENCES = ("Reference rows (stage `reference`, family = the system; `degenbench stage=reference`): "
@@ -90,6 +90,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     local = runs.run_dir.notna().all()
+    every, runs = runs, runs[runs.mitigation.isin(["none", "-"])]  # the pipeline's tables: no mitigation
     preds = runs_mod.load_predictions(runs) if local else None
     choice = tables.choose_beta(runs)  # once: its warning (no validation runs) is said once
     comp = tables.comparisons(runs, preds, choice=choice) if local else pd.DataFrame()
@@ -108,6 +109,11 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     else:
         log.warning("runs from W&B: per-document tables and figures (comparisons, lengths, dpo_curves) "
                     "need the local run folders and are not made")
+    if local and len(every) > len(runs):  # decode-time mitigations: their own tables and figure
+        mit_preds = runs_mod.load_predictions(every)
+        named["mitigations"] = mitigations.table(every, mit_preds, choice)
+        named["mitigation_audit"] = mitigations.audit(every, mit_preds, mitigations.rule_of(every), choice)
+        figs["mitigations"] = mitigations.figure(named["mitigations"])
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
@@ -131,6 +137,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
             f"{r.system} on {r.eval_set} seed {r.seed}: {r.why}" for r in skipped.itertuples()))
         md += ["**Skipped reference systems** (no rows in the tables):\n",
                *[f"- `{r.system}` on `{r.eval_set}`, seed {r.seed}: {r.why}" for r in skipped.itertuples()], ""]
+    if "mitigations" in named:
+        md.append(mitigations.README)
     md.append("## Figures\n")
     for name, fig in figs.items():
         figures.save(fig, out, name)

@@ -63,7 +63,8 @@ def log_run(cfg: DictConfig, run_dir: Path, run_id: str, key: str, summary: dict
         run.summary.update({k: v for k, v in summary.items() if not isinstance(v, (list, dict))})
         for k in ("degeneration_ci95", "json_valid_ci95"):
             run.summary[f"{k}_low"], run.summary[f"{k}_high"] = summary[k]
-        run.log({"predictions": wandb.Table(dataframe=table.astype({"token_ids": str}))})
+        nested = [c for c in ("token_ids", "attempt_outputs") if c in table]  # lists of mixed types: as text
+        run.log({"predictions": wandb.Table(dataframe=table.astype({c: str for c in nested}))})
     return {"wandb_mode": run.settings.mode, "wandb_run_id": run.id,
             "wandb_project": cfg.logger.project, "wandb_dir": str(Path(run.dir).parent)}
 

@@ -33,6 +33,7 @@ COLUMNS = {
     "eval_set": "documents evaluated: heldout (the training source's held-out split), validation (carved "
                 "from the training side, never trained on; beta is chosen here) or a named external set",
     "stage": "vanilla, sft, dpo, or reference (no model: degenbench/references.py)",
+    "mitigation": "decode-time mitigation of the evaluation (conf/mitigation; none, or \"-\" for a reference system)",
     "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
     "n_docs": "documents of its eval set evaluated",
     "max_new_tokens": "generation token limit (NA for a reference system)",
@@ -40,6 +41,8 @@ COLUMNS = {
     "degeneration_rate": "n_degenerate / n_docs", "deg_ci95_lo": "Wilson 95% lower bound",
     "deg_ci95_hi": "Wilson 95% upper bound", "cer": "mean character error rate (exceeds 1 on loops)",
     "cer_not_degenerate": "mean CER over the documents whose output is not degenerate",
+    "n_repetitive": "documents whose truth legitimately repeats (per-document flag `repetitive`)",
+    "cer_repetitive": "mean CER over those documents", "cer_ordinary": "mean CER over the other documents",
     "ned": "mean normalised edit distance", "score": "mean (Levenshtein ratio + BLEU-4) / 2",
     "json_valid_rate": "share of outputs that parse as the JSON answer",
     "hit_limit_rate": "share of outputs that ran to the token limit",
@@ -47,6 +50,9 @@ COLUMNS = {
     "new_tokens": "tokens generated in all", "new_tokens_degenerate": "tokens generated on degenerate outputs",
     "generate_seconds": "generation wall clock (each row: its equal share of its batch)",
     "generate_seconds_degenerate": "generation seconds of degenerate outputs (same attribution)",
+    "n_retried": "documents generated more than once (a mitigation's retries)",
+    "new_tokens_all": "tokens generated in all, every attempt counted",
+    "generate_seconds_all": "generation seconds, every attempt counted",
     "dpo_skipped": "DPO had no pairs; the SFT model was evaluated (dpo.on_no_pairs=sft)",
     "run_id": "degenbench run id", "wandb_run_id": "W&B run id (None when logging was disabled)",
     "source": "local or wandb", "run_dir": "local run folder (None from W&B)",
@@ -70,17 +76,21 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
     return {
         "family": s.get("family", _get(config, "family.name")), "size": s.get("size", _get(config, "family.size")),
         "eval_set": s.get("eval_set") or HELDOUT,  # runs made before eval sets were named: the held-out split
-        "stage": stage, "beta": s.get("beta") if stage == "dpo" else None,
+        "stage": stage, "mitigation": s.get("mitigation") or ("-" if stage == REFERENCE else "none"),
+        "beta": s.get("beta") if stage == "dpo" else None,
         "seed": s.get("seed", _get(config, "seed")), "n_docs": s["n_docs"],
         "max_new_tokens": None if stage == REFERENCE else _get(config, "generation.max_new_tokens"),
         "n_degenerate": s["n_degenerate"], "degeneration_rate": s["degeneration_rate"],
         "deg_ci95_lo": lo, "deg_ci95_hi": hi, "cer": s["cer"], "ned": s["ned"], "score": s["score"],
-        "cer_not_degenerate": s.get("cer_not_degenerate"),
+        "cer_not_degenerate": s.get("cer_not_degenerate"), "n_repetitive": s.get("n_repetitive", 0),
+        "cer_repetitive": s.get("cer_repetitive"), "cer_ordinary": s.get("cer_ordinary", s["cer"]),
         "json_valid_rate": s["json_valid_rate"], "hit_limit_rate": s.get("hit_limit_rate"),
         "n_loop_stopped": s.get("n_loop_stopped", 0),
         "new_tokens": s.get("new_tokens"), "new_tokens_degenerate": s.get("new_tokens_degenerate"),
         "generate_seconds": s.get("generate_seconds"),
         "generate_seconds_degenerate": s.get("generate_seconds_degenerate"),
+        "n_retried": s.get("n_retried", 0), "new_tokens_all": s.get("new_tokens_all", s.get("new_tokens")),
+        "generate_seconds_all": s.get("generate_seconds_all", s.get("generate_seconds")),
         "dpo_skipped": bool(s.get("dpo_skipped")), "run_id": s["run_id"],
         "wandb_run_id": wandb_run_id or s.get("wandb_run_id"), "source": source, "run_dir": run_dir,
     }
@@ -110,9 +120,9 @@ def frame(rows: list[dict], where: str) -> pd.DataFrame:
         raise FileNotFoundError(f"no finished evaluation runs in {where}: run `degenbench experiment=toy` "
                                 "first, or point the loader at another store")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    text = {"family", "size", "eval_set", "stage", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
+    text = {"family", "size", "eval_set", "stage", "mitigation", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
     counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "n_loop_stopped", "new_tokens",
-              "new_tokens_degenerate"}
+              "new_tokens_degenerate", "n_repetitive", "n_retried", "new_tokens_all"}
     df = df.astype({c: "Int64" if c in counts else float  # a missing value is NA, never None
                     for c in COLUMNS if c not in text})
     return ordered(df)

@@ -34,13 +34,15 @@ __all__ = ["beta_sweep", "check_unique", "choose_beta", "comparisons", "cost", "
 log = logging.getLogger(__name__)
 MEANS = ["cer", "ned", "score", "json_valid_rate"]  # per-document means: pooled weighted by n_docs
 RATE = ["n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "deg_rate_sd"]
+# quality apart on the pages whose truth legitimately repeats (documents' flag `repetitive`)
+REPEATS = ["n_repetitive", "cer_ordinary", "cer_repetitive"]
 STAGE_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "stage", "beta", "beta_chosen_on", *RATE,
-              *MEANS, "cer_not_degenerate", "max_new_tokens", "run_id"]
+              *MEANS, "cer_not_degenerate", *REPEATS, "max_new_tokens", "run_id"]
 SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen", *RATE,
               "sft_degeneration_rate", "sft_deg_ci95_lo", "sft_deg_ci95_hi", "cer", "sft_cer", "score",
               "json_valid_rate", "dpo_skipped"]
 QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "cer_not_degenerate",
-                "ned", "score", "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
+                *REPEATS, "ned", "score", "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
 PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
               "docs_with_degenerate", "pairs"]
 
@@ -61,6 +63,10 @@ def pool(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                   for c in MEANS if c in g},
                "cer_not_degenerate": _weighted(g, "cer_not_degenerate", g.n_docs - g.n_degenerate),
                "run_id": ",".join(g.run_id)}
+        if "n_repetitive" in g:
+            rep = g.n_repetitive.fillna(0)
+            rec |= {"n_repetitive": int(rep.sum()), "cer_repetitive": _weighted(g, "cer_repetitive", rep),
+                    "cer_ordinary": _weighted(g, "cer_ordinary", g.n_docs - rep)}
         if "max_new_tokens" in g:
             rec["max_new_tokens"] = g.max_new_tokens.max()
         if "beta" not in rec:

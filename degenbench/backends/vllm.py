@@ -6,6 +6,11 @@ batching. Needs vLLM >= 0.19.1 (repetition_detection came in 0.17.0, transformer
   so the checkpoint's generation_config.json sampling defaults never apply (its stop ids do).
 - Prompts: tokenized here without special tokens (the chat template writes Gemma's <bos>: vLLM
   would add a second), the page with the family's pixel bounds (mm_processor_kwargs).
+- n-gram blocking: vLLM has no no_repeat_ngram_size; its NGramPerReqLogitsProcessor (the
+  DeepSeek-OCR recipe, in vllm.model_executor.models.deepseek_ocr) takes it per request through
+  SamplingParams.extra_args (ngram_size, window_size = the whole budget, as HF looks back over all
+  of it; HF also counts the prompt's n-grams, vLLM's processor only the output's). The engine
+  registers the processor only for a job that blocks n-grams (`engine_kwargs(family, gens)`).
 - Loop stopping: vLLM's repetition detection (a token pattern repeated back to back) is only a
   trigger. A row it stops is kept as cut only if degenbench's own LoopStop test agrees
   (loopstop.loop_cut); any other is continued from where it stopped, so a long number ("10000")
@@ -36,16 +41,23 @@ def available() -> bool:
     return True
 
 
-def engine_kwargs(family: DictConfig) -> dict:
+NGRAM_PROCESSOR = "vllm.model_executor.models.deepseek_ocr:NGramPerReqLogitsProcessor"
+
+
+def engine_kwargs(family: DictConfig, gens: list[DictConfig] = ()) -> dict:
+    """LLM(...) arguments; `gens`: the generation settings the engine will run (a mitigation's
+    attempts), so that n-gram blocking gets its logits processor."""
     kw = dict(dtype=family.dtype, trust_remote_code=bool(family.trust_remote_code),
               limit_mm_per_prompt={"image": 1}, generation_config="vllm")
+    if any(g.get("no_repeat_ngram_size") for g in gens):
+        kw["logits_processors"] = [NGRAM_PROCESSOR]
     if family.arch == "qwen2_5_vl":  # the same bounds as the HF processor and TRL's collators
         kw["mm_processor_kwargs"] = {"min_pixels": family.min_pixels, "max_pixels": family.max_pixels}
     return kw
 
 
-def load(family: DictConfig, model_dir: str | Path | None, **engine):
-    """A vLLM engine on the stage's weights (None: the family's base)."""
+def load(family: DictConfig, model_dir: str | Path | None, gens: list[DictConfig] = (), **engine):
+    """A vLLM engine on the stage's weights (None: the family's base), for `gens` (engine_kwargs)."""
     if not available():
         raise ImportError("generation.backend=vllm needs vLLM: pip install 'degenbench[vllm]' (on a "
                           "CUDA machine), or use generation.backend=hf")
@@ -57,7 +69,7 @@ def load(family: DictConfig, model_dir: str | Path | None, **engine):
                           "(repetition detection, transformers 5)")
     hub = {"revision": str(family.revision)} if model_dir is None and family.size == "real" and family.get("revision") \
         and not Path(str(family.pretrained)).is_dir() else {}  # as families.hub_kwargs: the pinned commit
-    return vllm.LLM(model=str(model_dir or family.pretrained), **engine_kwargs(family), **hub, **engine)
+    return vllm.LLM(model=str(model_dir or family.pretrained), **engine_kwargs(family, gens), **hub, **engine)
 
 
 def release(llm) -> None:
@@ -84,8 +96,6 @@ def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None) -> dic
     if gen.get("inherit"):
         raise ValueError(f"generation.backend=vllm cannot inherit {list(gen.inherit)} from the checkpoint; "
                          "set the values in degenbench's config instead")
-    if gen.no_repeat_ngram_size:
-        raise ValueError("vLLM has no no_repeat_ngram_size; use generation.backend=hf for it")
     if not gen.do_sample and n > 1:
         raise ValueError(f"{n} samples of a page with greedy decoding are one sample; set do_sample")
     kw = dict(n=n, max_tokens=gen.max_new_tokens, seed=seed, repetition_penalty=gen.repetition_penalty,
@@ -94,6 +104,8 @@ def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None) -> dic
         kw |= dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or 0)
     else:
         kw |= dict(temperature=0.0)
+    if gen.no_repeat_ngram_size:  # NGramPerReqLogitsProcessor's per-request settings
+        kw["extra_args"] = {"ngram_size": int(gen.no_repeat_ngram_size), "window_size": int(gen.max_new_tokens)}
     if gen.get("loop_stop"):
         kw["repetition_detection"] = repetition_detection(OmegaConf.to_container(gen.loop_rule, resolve=True),
                                                           gen.max_new_tokens)

@@ -47,6 +47,7 @@ class Document:
     meta: dict = field(default_factory=dict)
     image_bytes: bytes | None = None  # ... or encoded in memory (HF datasets), decoded lazily
     where: str = ""  # the source row, for error messages (e.g. "docs.jsonl row 3")
+    repetitive: bool = False  # the truth legitimately repeats (identical rows, ledgers, repeated labels)
 
     @property
     def answer(self) -> str:
@@ -118,10 +119,25 @@ def _utf8(value, where: str, name: str):
                          "re-encode it as UTF-8") from e
 
 
+def truth_repeats(text: str, min_len: int = 4) -> bool:
+    """Whether a transcription legitimately repeats: two identical lines of `min_len` characters or
+    more (table rows, a form's labels), or a line that is one pattern written out at least 3 times
+    ("5,00 5,00 5,00"). The flag of external documents; synthetic pages know their kind."""
+    lines = [ln.strip() for ln in text.split("\n") if len(ln.strip()) >= min_len]
+    if len(set(lines)) < len(lines):
+        return True
+    for ln in lines:
+        for p in range(2, (len(ln) + 1) // 3 + 1):  # 3 copies, the last without its trailing separator
+            if all(ln[j] == ln[j - p] for j in range(p, len(ln))) and len(set(ln[:p])) > 1:
+                return True
+    return False
+
+
 def make_document(doc_id: str, truth: dict | str | bytes | None, text: str | bytes | None, where: str,
                   image: Image.Image | None = None, image_path: str | None = None,
-                  image_bytes: bytes | None = None) -> Document:
-    """Validate a source row into a Document; `where` names the file/row for error messages."""
+                  image_bytes: bytes | None = None, repetitive: bool | None = None) -> Document:
+    """Validate a source row into a Document; `where` names the file/row for error messages.
+    `repetitive`: whether the truth legitimately repeats (None: `truth_repeats` of its text)."""
     truth, text = _utf8(truth, where, "truth"), _utf8(text, where, "text")
     if text is not None and not isinstance(text, str):
         raise ValueError(f"{where}: text must be a string, got {type(text).__name__}")
@@ -150,5 +166,7 @@ def make_document(doc_id: str, truth: dict | str | bytes | None, text: str | byt
         except UnicodeEncodeError as e:
             raise ValueError(f"{where}: {name} holds a lone surrogate {value[e.start]!r} at character "
                              f"{e.start}; fix the escape (a \\ud800-\\udfff half without its pair)") from e
+    if repetitive is None:
+        repetitive = truth_repeats(truth["text"] or text)
     return Document(id=str(doc_id), truth=truth, text=text, image=image, image_path=image_path,
-                    image_bytes=image_bytes, where=where)
+                    image_bytes=image_bytes, where=where, repetitive=bool(repetitive))

@@ -60,7 +60,8 @@ def load_split(data: DictConfig, seed: int) -> Split:
 def _synthetic(data: DictConfig, n: int | None = None, first: int = 0) -> list[Document]:
     return synthetic.generate(data.n_docs if n is None else n, data.seed, cols=data.cols,
                               margin_cols=data.margin_cols, body_lines=data.body_lines, cell=data.cell,
-                              repetitive=data.repetitive, first=first)
+                              repetitive=data.repetitive, first=first,
+                              repetitive_pages=data.get("repetitive_pages", 0.0))
 
 
 def _manifest(data: DictConfig) -> list[Document]:
@@ -100,8 +101,11 @@ def _manifest(data: DictConfig) -> list[Document]:
             raise FileNotFoundError(f"{where}: image file {image} does not exist; fix the path "
                                     "(relative to the manifest's folder) or drop the row")
         doc_id = row.get("id", image.stem)
+        if row.get("repetitive") is not None and not isinstance(row["repetitive"], bool):
+            raise ValueError(f"{where}: 'repetitive' must be true or false (the truth legitimately repeats), "
+                             f"got {row['repetitive']!r}; leave it out to have it detected from the truth")
         docs.append(make_document(doc_id, row.get("truth"), row.get("text"), where,
-                                  image_path=str(image)))
+                                  image_path=str(image), repetitive=row.get("repetitive")))
     if not docs:
         raise ValueError(f"manifest {path} has no rows; add one JSON object per line")
     return docs

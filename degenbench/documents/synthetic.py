@@ -62,6 +62,26 @@ def repetitive_line(rng: random.Random, width: int) -> str:
     return f"{label} {fill}".strip() if label else fill
 
 
+ITEMS = ["Item", "Taxa", "Selo", "Cópia", "Folha", "Multa"]
+LABELS = ["Nome:", "Data:", "Ass.:", "CPF:", "Visto:"]
+
+
+def repeated_body(rng: random.Random, width: int, lines: int) -> str:
+    """The body of a page whose truth legitimately repeats, every row the same: a table row
+    ("Taxa 12,50"), a ledger of one value ("5,00 5,00"), or a form's label and blank ("Nome: ____")."""
+    value = f"{rng.randint(1, 99)},{rng.choice(['00', '50', '25'])}"
+    kind = rng.choice(["table", "ledger", "form"])
+    if kind == "table":
+        row = _fit(f"{rng.choice(ITEMS)} {value}", width)
+    elif kind == "ledger":
+        row = " ".join([value] * (width // (len(value) + 1) + 1))
+        row = row[:width].rsplit(" ", 1)[0] if len(row) > width else row
+    else:
+        label = rng.choice(LABELS)
+        row = f"{label} " + "_" * (width - len(label) - 1)
+    return "\n".join([row] * lines)
+
+
 def sample_fields(rng: random.Random, cols: int, margin_cols: int, body_lines: int,
                   repetitive: float = 0.0) -> dict:
     """The four fields of one page, each fitted to its place on the grid; with probability
@@ -140,16 +160,24 @@ def a4_fields(n_docs: int, seed: int, body_lines: int = 12, cols: int = 64, repe
 
 
 def generate(n_docs: int, seed: int, cols: int = 24, margin_cols: int = 6, body_lines: int = 4,
-             cell: int = 28, repetitive: float = 0.0, first: int = 0) -> list[Document]:
+             cell: int = 28, repetitive: float = 0.0, first: int = 0, repetitive_pages: float = 0.0) -> list[Document]:
     """Pages `first` .. `first + n_docs - 1` of the seeded stream (page i is the same page for
-    any n_docs: a longer stream only adds pages)."""
+    any n_docs: a longer stream only adds pages). A share `repetitive_pages` of them have a body
+    whose rows all repeat (`repeated_body`, flagged `repetitive`); drawn apart, so the other pages
+    are the same pages as without them."""
+    if not 0 <= repetitive_pages <= 1:
+        raise ValueError(f"data.repetitive_pages={repetitive_pages} must be a share between 0 and 1")
     docs = []
     for i in range(first, first + n_docs):
         rng = random.Random(f"degenbench-synthetic:{seed}:{i}")  # str seeds are stable across runs
         fields = sample_fields(rng, cols, margin_cols, body_lines, repetitive)
+        repeats = random.Random(f"degenbench-repeats:{seed}:{i}")
+        kind = repetitive_pages > 0 and repeats.random() < repetitive_pages
+        if kind:
+            fields["text"] = repeated_body(repeats, cols - margin_cols - 1, body_lines)
         image = render(fields, cols, margin_cols, body_lines, cell)
         docs.append(make_document(f"syn-{seed}-{i:05d}", fields, None, where=f"synthetic doc {i}",
-                                  image=image))
+                                  image=image, repetitive=kind))
     return docs
 
 

@@ -74,4 +74,12 @@ def summarize(rows: list[dict], skipped: list[dict], alpha: float = 0.05) -> dic
         "new_tokens_degenerate": sum(r["new_tokens"] for r in rows if r["degenerate"]),
         "generate_seconds": sum(r["seconds"] for r in rows),
         "generate_seconds_degenerate": sum(r["seconds"] for r in rows if r["degenerate"]),
+        # pages whose truth legitimately repeats (tables of identical rows, ledgers, forms) apart
+        "n_repetitive": sum(bool(r.get("repetitive")) for r in rows),
+        "cer_repetitive": mean_where("cer", lambda r: bool(r.get("repetitive"))),
+        "cer_ordinary": mean_where("cer", lambda r: not r.get("repetitive")),
+        # a mitigation's retries: every attempt's tokens and seconds
+        "n_retried": sum(r.get("attempts", 1) > 1 for r in rows),
+        "new_tokens_all": sum(r.get("new_tokens_all", r["new_tokens"]) for r in rows),
+        "generate_seconds_all": sum(r.get("seconds_all", r["seconds"]) for r in rows),
     }

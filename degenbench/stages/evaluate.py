@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from degenbench import io, provenance, tracking
+from degenbench import io, mitigation, provenance, tracking
 from degenbench.documents import Document, open_pages
 from degenbench.families import load_processor, load_trained, release
 from degenbench.generate import decoding_record, generate
@@ -31,7 +32,10 @@ log = logging.getLogger(__name__)
 
 
 def run_label(cfg: DictConfig) -> str:
-    return f"{cfg.run_name}-b{cfg.dpo.beta}" if cfg.stage == "dpo" else cfg.run_name
+    label = f"{cfg.run_name}-b{cfg.dpo.beta}" if cfg.stage == "dpo" else cfg.run_name
+    if not mitigation.is_none(cfg):  # e.g. -repetition_penalty=1.1
+        label += "-" + mitigation.label(cfg).replace(" ", "_")
+    return label
 
 
 def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
@@ -54,19 +58,30 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
     batch = open_pages(docs, cfg.data.get("max_image_pixels"), skipped)
     if not batch:
         return [], skipped
-    outputs = generate(model, processor, cfg.family, [im for _, im in batch], cfg.generation)
-    return [{"doc_id": doc.id, "truth": doc.text, "prediction": out.text,
-             "new_tokens": out.new_tokens, "hit_limit": out.hit_limit, "loop_stopped": out.loop_stopped,
-             "seconds": out.seconds, "batch": i, "token_ids": out.token_ids, **out.inputs,
-             **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped)}
-            for (doc, _), out in zip(batch, outputs)], skipped
+    def attempt(images, gen, seed):
+        return generate(model, processor, cfg.family, images, gen, seed=seed if gen.do_sample else None)
+
+    # a mitigation's attempts (one, for none); the last is the page's output, all are counted
+    pages = mitigation.run(attempt, [im for _, im in batch], cfg.generation, cfg.get("mitigation"),
+                           seed=cfg.seed * 100_000 + i * 100)
+    rows = []
+    for (doc, _), tries in zip(batch, pages):
+        out = tries[-1][1]
+        rows.append({"doc_id": doc.id, "truth": doc.text, "prediction": out.text, "repetitive": doc.repetitive,
+                     "new_tokens": out.new_tokens, "hit_limit": out.hit_limit, "loop_stopped": out.loop_stopped,
+                     "seconds": out.seconds, "batch": i, "token_ids": out.token_ids, **out.inputs,
+                     "attempts": len(tries), "new_tokens_all": sum(o.new_tokens for _, o in tries),
+                     "seconds_all": sum(o.seconds for _, o in tries),
+                     "attempt_outputs": [asdict(a) for a, _ in tries],
+                     **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped)})
+    return rows, skipped
 
 
 def run_dir_for(cfg: DictConfig, eval_set: str, key: str) -> Path:
     return Path(cfg.paths.runs_dir) / f"{run_label(cfg)}-{eval_set}-{key}"
 
 
-def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig):
+def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig, gens: list[DictConfig] = ()):
     """(model, processor) to generate with: HF, or a vLLM engine on the stage's full weights (a
     LoRA stage: its merged copy, an artifact of its own built once beside the others)."""
     if gen.get("backend", "hf") != "vllm":
@@ -83,7 +98,7 @@ def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig):
 
         name, key = trained.name.rsplit("-", 1)
         model_dir = store.build_once(cfg.paths.artifacts_dir, "merged", name, key, merge)
-    return vllm.load(cfg.family, model_dir), load_processor(cfg.family)
+    return vllm.load(cfg.family, model_dir, gens), load_processor(cfg.family)
 
 
 def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | None, key: str,
@@ -108,7 +123,8 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
         trained.pop("doc_ids", None)
         io.write_json(run_dir / "training.json", trained)
     ids = {"family": cfg.family.name, "size": cfg.family.size, "stage": cfg.stage,
-           "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set}
+           "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set,
+           "mitigation": mitigation.label(cfg)}
     record = {"pretrained": str(cfg.family.pretrained), "model_dir": str(model_dir) if model_dir else None, **(note or {})}
 
     source = reuse.same_key(cfg.paths.runs_dir, key, run_dir)
@@ -122,7 +138,8 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
 
     base = reuse.extendable(cfg, base_run)
     kept, todo = (reuse.unfinished(base, [d.id for d in docs]) if base is not None else (None, None))
-    model, processor = generation_model(cfg, model_dir, cfg.generation)
+    model, processor = generation_model(cfg, model_dir, cfg.generation,
+                                        mitigation.attempts(cfg.generation, cfg.get("mitigation")))
     table, skipped = evaluate(cfg, model, processor, docs if todo is None else [d for d in docs if d.id in todo],
                               shards=run_dir / "shards")
     if kept is not None:
@@ -131,6 +148,8 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
         log.info("%s: %d pages ended before the 1x limit in %s (reused), %d generated at this budget",
                  run_id, len(kept), base.name, len(todo))
     decoding = decoding_record(model, cfg.generation)
+    if not mitigation.is_none(cfg):  # each attempt's settings, as applied
+        decoding["attempts"] = [decoding_record(model, g) for g in mitigation.attempts(cfg.generation, cfg.mitigation)]
     # what ran it: code, libraries, device and precision, the checkpoint (before the engine goes)
     prov = provenance.collect(cfg, getattr(model, "device", None), getattr(model, "dtype", None))
     release(model)  # a vLLM engine holds its GPU until shut down; the next job may train
@@ -138,7 +157,7 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
     return run_dir
 
 
-IDS = ("family", "size", "stage", "beta", "seed", "eval_set")  # what names a run in every table
+IDS = ("family", "size", "stage", "beta", "seed", "eval_set", "mitigation")  # what names a run in every table
 
 
 def write_run(cfg: DictConfig, run_dir: Path, key: str, table: pd.DataFrame, skipped: list[dict], ids: dict,

@@ -20,7 +20,7 @@ import datasets
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import io, provenance, standins
+from degenbench import io, mitigation, provenance, standins
 from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split
 from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets, for_set, generation
@@ -80,7 +80,10 @@ class Keys:
         not reuse_budget, which gives the same outputs: tests/test_budget.py)."""
         gen = OmegaConf.to_container(generation(cfg, evalset), resolve=True)
         gen.pop("reuse_budget", None)
-        return key_of("eval", self.model, evalset.identity, gen, cfg.metrics, precision(cfg.family, cfg.device))
+        parts = [evalset.identity, gen, cfg.metrics, precision(cfg.family, cfg.device)]
+        if (mit := mitigation.key_spec(cfg)) is not None:  # none: the keys runs had before mitigations
+            parts.append({"mitigation": mit})
+        return key_of("eval", self.model, *parts)
 
     def record(self) -> dict:
         return dict(vars(self))
@@ -158,7 +161,7 @@ def run_job(cfg: DictConfig) -> Path:
         by_id = {d.id: d for d in train}
 
         def sample(tmp):
-            model, processor = evaluate.generation_model(cfg, sft_dir / MODEL_DIR, cfg.sampling)
+            model, processor = evaluate.generation_model(cfg, sft_dir / MODEL_DIR, cfg.sampling, [cfg.sampling])
             try:
                 return sample_candidates(cfg, model, processor, train, tmp)
             finally:

@@ -84,7 +84,7 @@ def run(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document]
 
 def _ids(cfg: DictConfig, p: Planned) -> dict:
     return {"family": p.system, "size": SIZE, "stage": REFERENCE, "beta": None, "seed": cfg.seed,
-            "eval_set": p.name}
+            "eval_set": p.name, "mitigation": "-"}
 
 
 def _run(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document], note: dict) -> None:
@@ -121,7 +121,8 @@ def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Docu
         t = time.perf_counter()
         outs = answer(cfg, train, batch) if batch else []
         each = (time.perf_counter() - t) / max(1, len(batch))
-        batches.put(i, [{"doc_id": d.id, "truth": d.text, "prediction": out, "new_tokens": 0, "hit_limit": False,
+        batches.put(i, [{"doc_id": d.id, "truth": d.text, "prediction": out, "repetitive": d.repetitive,
+                         "new_tokens": 0, "hit_limit": False,
                          "loop_stopped": False, "seconds": each, "batch": i, "token_ids": [],
                          **score_output(d, out, False, [], metrics)} for d, out in zip(batch, outs)], skipped)
     return batches.read()
