@@ -80,6 +80,8 @@ def data_identity(data: DictConfig | dict) -> dict:
     spec = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
     for k in NOT_DOCUMENTS:
         spec.pop(k, None)
+    if not spec.get("repetitive_pages"):  # no repetitive pages: the documents (and keys) of before the option
+        spec.pop("repetitive_pages", None)
     if spec.get("path"):
         spec["path"] = {"fingerprint": io.fingerprint(spec["path"])}
     return spec
