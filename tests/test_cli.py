@@ -72,9 +72,11 @@ def test_experiments_that_sweep_beta_choose_it_on_validation(experiment):
         cfg = hydra_compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     if "dpo.beta" in cfg.hydra.sweeper.params:
         assert "validation" in cfg.eval and cfg.data.validation > 0
-    from degenbench.documents.evalsets import eval_sets
+    from degenbench.documents.evalsets import budget_name, eval_sets
 
-    assert [s.name for s in eval_sets(cfg, None)] == list(cfg.eval)  # every eval set parses
+    # every eval set parses; a mapping is named by its `name` (and its budget, e.g. tall@4x)
+    named = [e if isinstance(e, str) else budget_name(e.name, e.get("budget", 1)) for e in cfg.eval]
+    assert [s.name for s in eval_sets(cfg, None)] == named
 
 
 def test_toy_is_one_seed_and_toy3_the_same_sweep_over_three():
