@@ -1,5 +1,5 @@
 """What produced a result: the code (git), the installed packages against constraints.txt, the
-device, and which checkpoint a family loaded. Everything here is cheap and JSON-serialisable.
+device and host CPU, and which checkpoint a family loaded. Everything here is cheap and JSON-serialisable.
 
     python -m degenbench.provenance [--check]   # git, versions, pins; --check: exit 1 if a pin differs
 """
@@ -120,6 +120,22 @@ def device_info(device=None, dtype=None) -> dict:
             "cuda": torch.version.cuda, "dtype": None if dtype is None else str(dtype).removeprefix("torch.")}
 
 
+def host_info() -> dict:
+    """The machine's CPU as torch uses it. CPU numerics differ between hosts (the kernel torch picks
+    for the CPU's instruction set, the thread count's reduction order), so a CPU run's exact numbers
+    hold for this record's host, not for every machine."""
+    import torch
+
+    cpu = None
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)
+    except OSError:  # not Linux
+        pass
+    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def _local(directory: Path) -> dict:
     config = directory / "config.json"
     commit = json.loads(config.read_text()).get("_commit_hash") if config.is_file() else None
@@ -157,7 +173,7 @@ def checkpoint_identity(family: DictConfig) -> dict:
 def collect(cfg: DictConfig, device=None, dtype=None) -> dict:
     """Everything above for one job: record it beside the job's results."""
     return {"git": git_state(), "versions": versions(), "environment": environment_pins(),
-            "device": device_info(device, dtype),
+            "device": device_info(device, dtype), "host": host_info(),
             "checkpoint": checkpoint_identity(cfg.family), "command": list(sys.argv),
             "hostname": socket.gethostname(),
             "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

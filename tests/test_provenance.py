@@ -1,6 +1,7 @@
 """Provenance: the git state, the pinned environment, the device and the checkpoint identity."""
 import importlib.metadata as md
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -150,7 +151,11 @@ def test_collect_is_plain_json():
     cfg = compose(["family=gemma-3-4b"])
     record = provenance.collect(cfg, torch.device("cpu"), torch.float32)
     assert json.loads(json.dumps(record)) == record  # only JSON types: nothing turns into a string or list
-    assert {"git", "versions", "environment", "device", "checkpoint", "command", "hostname", "time"} <= set(record)
+    assert {"git", "versions", "environment", "device", "host", "checkpoint", "command", "hostname", "time"} <= set(record)
+    # the host whose CPU numerics a CPU run's exact numbers hold for
+    assert record["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert record["host"]["torch_threads"] == torch.get_num_threads() and record["host"]["cores"] == os.cpu_count()
+    assert isinstance(record["host"]["cpu"], str) and record["host"]["cpu"]
     assert record["device"]["dtype"] == "float32" and record["checkpoint"]["family"] == "gemma-3-4b"
     assert provenance.collect(cfg)["device"] | {"cuda": None} == {"type": None, "name": None, "count": None,
                                                                   "cuda": None, "dtype": None}  # not guessed
