@@ -74,6 +74,10 @@ def test_wilson_interval():
     lo, hi = wilson(1, 10)
     assert lo == pytest.approx(0.01787, abs=1e-4) and hi == pytest.approx(0.40415, abs=1e-4)
     assert wilson(0, 32)[0] == 0.0 and wilson(32, 32)[1] == 1.0
+    for n in range(1, 400):  # the interval holds the rate exactly, at any n (0 of 288 once did not)
+        for k in (0, 1, n // 2, n):
+            lo, hi = wilson(k, n)
+            assert lo <= k / n <= hi
     assert all(math.isnan(x) for x in wilson(0, 0))
 
 
