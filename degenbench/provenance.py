@@ -115,9 +115,21 @@ def device_info(device=None, dtype=None) -> dict:
     if kind == "cuda" and torch.cuda.is_available():
         name, count = torch.cuda.get_device_name(dev), torch.cuda.device_count()
     elif kind is not None:
-        name, count = ("Apple MPS" if kind == "mps" else platform.processor() or platform.machine()), os.cpu_count()
+        name, count = ("Apple MPS" if kind == "mps" else _cpu_name()), os.cpu_count()
     return {"type": kind if dev is not None else (None if device is None else str(device)), "name": name, "count": count,
             "cuda": torch.version.cuda, "dtype": None if dtype is None else str(dtype).removeprefix("torch.")}
+
+
+@functools.cache
+def _cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what platform knows)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
 
 
 def host_info() -> dict:
@@ -126,14 +138,8 @@ def host_info() -> dict:
     hold for this record's host, not for every machine."""
     import torch
 
-    cpu = None
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), None)
-    except OSError:  # not Linux
-        pass
-    return {"cpu": cpu or platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def _local(directory: Path) -> dict:
