@@ -89,6 +89,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     reference systems that could not run (runs.skipped_systems), listed in the README."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if runs.groupby(["family", "size", "seed"]).teacher_loops.nunique().gt(1).any():
+        return _shares_report(runs, out, command)
     local = runs.run_dir.notna().all()
     every, runs = runs, runs[runs.mitigation.isin(["none", "-"])]  # the pipeline's tables: no mitigation
     preds = runs_mod.load_predictions(runs) if local else None
@@ -100,6 +102,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
              "reduction": tables.reductions(comp), "cost": tables.cost(runs, preds)}
     if local:  # each DPO run's metrics.json records its pair set's statistics
         named["pairs"] = tables.pair_stats(runs)
+        if not (loops := tables.teacher_loops(runs)).empty:  # where SFT's teacher-loop labels sit
+            named["teacher_loops"] = loops
         named["persistence"] = persistence.persistence(runs, preds, choice)
     figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
             "cost": figures.cost(named["cost"], named["stages"])}
@@ -148,6 +152,21 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     return named
 
 
+def _shares_report(runs: pd.DataFrame, out: Path, command: str) -> dict:
+    """A sweep over the teacher-loop share (experiment=teacher-shares): the share chosen per family
+    on the validation pages; the pipeline's tables compare stages of one organism, not this."""
+    named = {"runs": runs, "teacher_shares": tables.teacher_shares(runs), "teacher_loops": tables.teacher_loops(runs)}
+    lo, hi = tables.SHARE_BAND
+    md = [f"# {out.name}\n", f"Made by: `{command}`\n",
+          f"`teacher_shares`: SFT of each family at each teacher-loop share (`teacher_loops`), evaluated on the "
+          f"validation pages only. Chosen (`chosen`): the smallest share whose degeneration lies in "
+          f"{lo:.0%}-{hi:.0%} (the paper's SFT range); where none does, the share whose rate lies nearest to "
+          "it, then the smaller. `teacher_loops`: where the labels sit (per kind of content).\n",
+          "## Tables\n", *write_tables(out, named)]
+    io.write_text(out / "README.md", "\n".join(md) + "\n")
+    return named
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="degenbench-report", description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", default="results/runs", help="folder of run folders (local store)")
@@ -166,8 +185,9 @@ def main(argv: list[str] | None = None) -> None:
     skipped = None if args.wandb else runs_mod.skipped_systems(args.runs, runs)
     named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, skipped)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(_fmt(named["stages"]).to_string(index=False))
-        print(named["reduction"].to_string(index=False))
+        for name in ("teacher_shares", "stages", "reduction"):
+            if name in named:
+                print((_fmt(named[name]) if name == "stages" else named[name]).to_string(index=False))
     print(f"tables and figures in {args.out}/")
 
 

@@ -212,12 +212,19 @@ def test_out_of_range_settings_fail_before_any_work_in_library_use(tmp_path, ove
     assert not any(tmp_path.iterdir())  # nothing built, loaded or written
 
 
-def test_a_job_left_with_no_evaluation_set_says_which_and_why(tmp_path):
-    """Only DPO and the reference systems evaluate the validation split: an SFT job asked for it
-    alone has nothing to evaluate, and says so before training anything."""
-    with pytest.raises(ValueError, match=r"stage=sft has no evaluation set in eval=\['validation'\].*stage=dpo"):
-        run_job(compose(["stage=sft", "eval=[validation]", "data.validation=4", "logger=disabled", f"paths.results_dir={tmp_path}"]))
-    assert not (tmp_path / "artifacts").exists()  # nothing trained
+def test_validation_alone_is_evaluated_by_any_stage_and_beside_heldout_only_where_it_chooses_beta():
+    """`stage=sft eval=[validation]` chooses an SFT setting (the teacher-loop share) on validation
+    pages; beside held-out pages an SFT job leaves validation to DPO, which chooses beta there."""
+    from degenbench.documents import load_split
+    from degenbench.stages.graph import _sets
+
+    def names(*overrides):
+        cfg = compose(["logger=disabled", "data.validation=4", *overrides])
+        return [s.name for s in _sets(cfg, lambda: load_split(cfg.data, cfg.seed))]
+
+    assert names("stage=sft", "eval=[validation]") == ["validation"]
+    assert names("stage=sft", "eval=[heldout,validation]") == ["heldout"]
+    assert names("stage=dpo", "eval=[heldout,validation]") == ["heldout", "validation"]
 
 
 def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):

@@ -53,6 +53,8 @@ def moved_chain(chain, tmp_path):
     ("dpo.beta=0.5", {"dpo", "eval"}),
     ("dpo.trainer.loss_type=[ipo]", {"dpo", "eval"}),
     ("generation.batch_size=2", {"eval"}),
+    ("data.teacher_loops=0.1", {"sft", "candidates", "pairs", "dpo", "eval"}),  # SFT's labels, not the pages
+    ("data.teacher_loops={qwen2.5-vl-3b:0.1,gemma-3-4b:0}", {"sft", "candidates", "pairs", "dpo", "eval"}),
 ])
 def test_each_result_defining_setting_changes_its_key_and_those_after_it(override, changed):
     new = keys(override)
@@ -64,6 +66,8 @@ def test_each_result_defining_setting_changes_its_key_and_those_after_it(overrid
     "sft.trainer.logging_steps=1", "dpo.trainer.logging_steps=1", "sft.trainer.dataloader_num_workers=2",
     "checkpoint.save_steps=7", "checkpoint.save_total_limit=3", "logger=offline", "logger.tags=[x]",
     "dpo.on_no_pairs=sft", "eval=[heldout,validation]", "run_name=mine",
+    "data.teacher_loop_tokens=5000",  # without teacher loops (share 0) nothing changes
+    "data.teacher_loops={qwen2.5-vl-3b:0,gemma-3-4b:0.2}",  # another family's share
 ])
 def test_settings_that_do_not_change_a_result_leave_every_key(override):
     assert keys(override) == BASE

@@ -177,7 +177,8 @@ def test_older_runs_count_as_heldout_and_runs_sort_by_size_eval_set_and_seed():
 
 def test_pair_stats_read_what_each_dpo_run_recorded_and_name_those_without(tmp_path, caplog):
     stats = {"documents": 192, "candidates": 1536, "degenerate_candidates": 31, "loop_stopped_candidates": 30,
-             "good_candidates": 37, "docs_with_degenerate": 8, "pairs": 15, "family": "fam"}
+             "good_candidates": 37, "docs_with_degenerate": 8, "docs_degenerate_and_good": 6,
+             "chosen_from_candidate": 6, "chosen_from_truth": 2, "pairs": 15, "family": "fam"}
     pairs = {"key": "0123456789ab", "dir": "results/artifacts/pairs/fam-0123456789ab", "stats": stats}
     made = [summary("sft"), summary("dpo", beta=0.1, pairs=pairs), summary("dpo", beta=0.5, pairs=pairs),
             summary("dpo", beta=0.5, eval_set="validation", pairs=pairs), summary("dpo", beta=1.0)]

@@ -20,6 +20,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from degenbench.config import REFERENCE, STAGES
+from degenbench.documents import teacher
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ COLUMNS = {
     "new_tokens_all": "tokens generated in all, every attempt counted",
     "generate_seconds_all": "generation seconds, every attempt counted",
     "dpo_skipped": "DPO had no pairs; the SFT model was evaluated (dpo.on_no_pairs=sft)",
+    "teacher_loops": "share of the loopable training pages whose SFT label was a teacher's loop "
+                     "(data.teacher_loops; 0 for vanilla and without the option, NA for a reference system)",
     "run_id": "degenbench run id", "wandb_run_id": "W&B run id (None when logging was disabled)",
     "source": "local or wandb", "run_dir": "local run folder (None from W&B)",
 }
@@ -65,6 +68,15 @@ def _get(d: Mapping, dotted: str, default=None):
             return default
         d = d[part]
     return d
+
+
+def _teacher_share(config: Mapping, stage: str) -> float | None:
+    """The run's teacher-loop share: what its SFT labels held (the base saw none)."""
+    if stage == REFERENCE:
+        return None
+    if stage not in ("sft", "dpo"):
+        return 0.0
+    return teacher.share_for(_get(config, "data.teacher_loops"), _get(config, "family.name"))
 
 
 def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None = None,
@@ -91,7 +103,8 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
         "generate_seconds_degenerate": s.get("generate_seconds_degenerate"),
         "n_retried": s.get("n_retried", 0), "new_tokens_all": s.get("new_tokens_all", s.get("new_tokens")),
         "generate_seconds_all": s.get("generate_seconds_all", s.get("generate_seconds")),
-        "dpo_skipped": bool(s.get("dpo_skipped")), "run_id": s["run_id"],
+        "dpo_skipped": bool(s.get("dpo_skipped")), "teacher_loops": _teacher_share(config, stage),
+        "run_id": s["run_id"],
         "wandb_run_id": wandb_run_id or s.get("wandb_run_id"), "source": source, "run_dir": run_dir,
     }
 

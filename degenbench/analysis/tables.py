@@ -44,7 +44,8 @@ SWEEP_COLS = ["family", "size", "eval_set", "seed", "n_seeds", "beta", "chosen",
 QUALITY_COLS = ["eval_set", "system", "size", "stage", "beta", "n_seeds", "n_docs", "cer", "cer_not_degenerate",
                 *REPEATS, "ned", "score", "json_valid_rate", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi"]
 PAIR_STATS = ["documents", "candidates", "degenerate_candidates", "loop_stopped_candidates", "good_candidates",
-              "docs_with_degenerate", "pairs"]
+              "docs_with_degenerate", "docs_degenerate_and_good", "chosen_from_candidate", "chosen_from_truth", "pairs"]
+TEACHER_COLS = ["family", "size", "seed", "share", "tokens", "n_train", "n_loopable", "n_labels"]
 
 
 def pool(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -205,6 +206,47 @@ def pair_stats(runs: pd.DataFrame) -> pd.DataFrame:
         row["seeds"] = ",".join(str(s) for s in sorted(row["seeds"], key=str))
     return pd.DataFrame(list(found.values()),
                         columns=["family", "size", "key", "seeds", "n_runs", *PAIR_STATS])
+
+
+def teacher_loops(runs: pd.DataFrame) -> pd.DataFrame:
+    """Where the teacher-loop labels sit in each SFT's training data (data.teacher_loops), as the SFT
+    and DPO runs recorded them: one row per family, size, seed and share, with the label length,
+    the training pages, those with loopable content and those labelled, by kind of content
+    (`loopable_<kind>`, `labels_<kind>`: leader, digits, row, other). Empty without teacher loops."""
+    found = {}
+    for r in runs[runs.stage.isin(["sft", "dpo"])].itertuples():
+        f = Path(r.run_dir) / "metrics.json" if isinstance(r.run_dir, str) else None
+        rec = json.loads(f.read_text()).get("teacher_loops") if f is not None and f.is_file() else None
+        if rec:
+            found.setdefault((r.family, r.size, r.seed, rec.get("share")), {"family": r.family, "size": r.size, "seed": r.seed,
+                **{k: rec.get(k) for k in TEACHER_COLS[3:]},
+                **{f"loopable_{k}": v for k, v in sorted(rec.get("loopable_by_kind", {}).items())},
+                **{f"labels_{k}": v for k, v in sorted(rec.get("labels_by_kind", {}).items())}})
+    table = pd.DataFrame(list(found.values()))
+    if table.empty:
+        return pd.DataFrame(columns=TEACHER_COLS)
+    kinds = sorted(c for c in table.columns if c.startswith(("loopable_", "labels_")))
+    return table[TEACHER_COLS + kinds].fillna({k: 0 for k in kinds}).sort_values(
+        ["family", "seed", "share"], key=lambda c: c.astype(str)).reset_index(drop=True)
+
+
+SHARE_BAND = (0.01, 0.10)  # the paper's SFT degeneration, about 1-10% (Nanonets 1.61%, Qwen2.5-VL-3B 3.23%)
+
+
+def teacher_shares(runs: pd.DataFrame, band: tuple[float, float] = SHARE_BAND) -> pd.DataFrame:
+    """The teacher-loop share per family, chosen on validation runs of SFT at several shares
+    (experiment=teacher-shares): the smallest share whose degeneration lies in `band`; where none
+    does, the share whose rate lies nearest to it (then the smaller). One row per family, size,
+    seed and share, with its degeneration (Wilson interval), CER and CER on the pages that did not
+    loop; `chosen` marks the pick."""
+    v = runs[(runs.stage == "sft") & (runs.eval_set == VALIDATION)].copy()
+    lo, hi = band
+    v["off_band"] = (lo - v.degeneration_rate).clip(lower=0) + (v.degeneration_rate - hi).clip(lower=0)
+    v = v.sort_values(["family", "size", "seed", "teacher_loops"], key=lambda c: c.astype(str) if c.name != "teacher_loops" else c)
+    best = v.sort_values(["off_band", "teacher_loops"], kind="stable").groupby(["family", "size", "seed"]).head(1).index
+    v["chosen"] = v.index.isin(best)
+    return v[["family", "size", "seed", "teacher_loops", *RATE[:-1], "cer", "cer_not_degenerate", "json_valid_rate",
+              "chosen", "run_id"]].reset_index(drop=True)
 
 
 def loop_overhead(pred: pd.DataFrame) -> tuple[float, float]:

@@ -32,8 +32,9 @@ from degenbench.documents.record import Document
 from degenbench.documents.sources import Split, load_documents
 
 SPLITS = ("heldout", "validation")
-# data settings that do not define the documents: the generation budget is generation.*'s
-NOT_DOCUMENTS = ("max_new_tokens",)
+# data settings that do not define the documents: the generation budget is generation.*'s, and
+# teacher loops change SFT's labels only (the SFT key holds them: stages/graph.py)
+NOT_DOCUMENTS = ("max_new_tokens", "teacher_loops", "teacher_loop_tokens")
 BUDGET = re.compile(r"^(?P<base>.+)@(?P<k>\d+(?:\.\d+)?)x$")  # heldout@4x: heldout at 4x the budget
 
 

@@ -48,17 +48,26 @@ def with_images(rows: dict) -> datasets.Dataset:
 
 
 def sft_dataset(family: DictConfig, docs: list[Document], max_pixels: int | None = None,
-                skipped: list[dict] | None = None) -> datasets.Dataset:
-    """Prompt-completion rows (`images`, `prompt`, `completion`): loss on the JSON answer only."""
+                skipped: list[dict] | None = None, labels: dict[str, str] | None = None,
+                processor=None) -> datasets.Dataset:
+    """Prompt-completion rows (`images`, `prompt`, `completion`): loss on the JSON answer only.
+    `labels` (teacher loops, documents/teacher.py) replace some pages' answers by a label that never
+    finishes: then every row is rendered by the family's chat template as text (TRL's standard
+    format, as `preference_texts` renders DPO's), and a label's row ends with no end of turn."""
     pages = usable_pages(docs, max_pixels, skipped if skipped is not None else [])
     if not pages:
         raise ValueError(f"none of the {len(docs)} training documents has a usable page (see the warnings)")
-    return with_images({
-        "doc_id": [d.id for d, _ in pages],
-        "images": [[ref] for _, ref in pages],
-        "prompt": [prompt_turn(family) for _ in pages],
-        "completion": [answer_turn(d.answer) for d, _ in pages],
-    })
+    rows = {"doc_id": [d.id for d, _ in pages], "images": [[ref] for _, ref in pages]}
+    if not labels:  # the conversational rows SFT always had
+        return with_images(rows | {"prompt": [prompt_turn(family) for _ in pages],
+                                   "completion": [answer_turn(d.answer) for d, _ in pages]})
+    from trl.data_utils import apply_chat_template
+
+    text = [apply_chat_template({"prompt": prompt_turn(family), "completion": answer_turn(d.answer)}, processor)
+            for d, _ in pages]
+    return with_images(rows | {"prompt": [t["prompt"] for t in text],
+                               "completion": [labels.get(d.id, t["completion"]) for (d, _), t in zip(pages, text)],
+                               "teacher_loop": [d.id in labels for d, _ in pages]})
 
 
 def preference_texts(processor, family: DictConfig, chosen: str, rejected: str, rejected_finished: bool) -> dict:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io, mitigation, provenance, standins
 from degenbench.config import REFERENCE, validate
-from degenbench.documents import Split, load_split
+from degenbench.documents import Split, load_split, teacher
 from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets, for_set, generation
 from degenbench.families import load_processor, precision, release
 from degenbench.stages import evaluate, launch, reference
@@ -66,7 +66,10 @@ class Keys:
             spec["trainer"] = result_settings(stage.trainer)
             return spec | {"processes": c.accelerate.num_processes, "precision": training_precision(c, stage.trainer)}
 
-        self.sft = key_of("sft", self.base, self.data, training(c.sft))
+        sft = training(c.sft)
+        if (loops := teacher.spec(c.data, c.family.name)) is not None:  # none: the key of before the option
+            sft["teacher_loops"] = loops
+        self.sft = key_of("sft", self.base, self.data, sft)
         self.candidates = key_of("candidates", self.sft, c.sampling, precision(c.family, c.device))
         rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
         self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
@@ -91,8 +94,24 @@ class Keys:
 
 def _sets(cfg: DictConfig, split) -> list[EvalSet]:
     """The job's evaluation sets; the validation split (at any budget) only where it chooses
-    something (DPO's beta), and for the reference systems (their rows beside the models')."""
-    return [e for e in eval_sets(cfg, split) if e.base != "validation" or cfg.stage in ("dpo", REFERENCE)]
+    something: DPO's beta, a setting of any stage when it is all `eval` asks for (e.g. the
+    teacher-loop share, `stage=sft eval=[validation]`), and the reference systems' rows."""
+    sets = eval_sets(cfg, split)
+    if all(e.base == "validation" for e in sets):
+        return sets
+    return [e for e in sets if e.base != "validation" or cfg.stage in ("dpo", REFERENCE)]
+
+
+def _check_teacher_loops(cfg: DictConfig, sets: list[EvalSet]) -> None:
+    """A teacher loop must run past every budget it is evaluated or sampled at, or a model that
+    learnt it could look as if it finished."""
+    if cfg.stage not in ("sft", "dpo") or (spec := teacher.spec(cfg.data, cfg.family.name)) is None:
+        return
+    budgets = {s.name: generation(cfg, s).max_new_tokens for s in sets} | {"sampling": cfg.sampling.max_new_tokens}
+    name, most = max(budgets.items(), key=lambda kv: kv[1])
+    if spec["tokens"] <= most:
+        raise ValueError(f"data.teacher_loop_tokens={spec['tokens']} must exceed every budget evaluated, but "
+                         f"{name} runs to {most} tokens; raise data.teacher_loop_tokens above {most}")
 
 
 def run_job(cfg: DictConfig) -> Path:
@@ -110,10 +129,7 @@ def run_job(cfg: DictConfig) -> Path:
         return cache[0]
 
     sets = _sets(cfg, split)
-    if not sets:
-        raise ValueError(f"stage={cfg.stage} has no evaluation set in eval={OmegaConf.to_container(cfg.eval)}: the "
-                         "validation split is evaluated only by stage=dpo (it chooses beta) and stage=reference; "
-                         "add heldout or a named set, e.g. eval=[heldout]")
+    _check_teacher_loops(cfg, sets)
     no_pairs = artifact_dir(root, "pairs", fam, keys.pairs)
     if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
         keys.model = keys.sft  # known already: this job evaluates the SFT model (below), keyed as such
@@ -155,6 +171,9 @@ def run_job(cfg: DictConfig) -> Path:
         sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp),
                              record=made, resumable=True)
         guard(recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
+        if loops := recorded(sft_dir).get("teacher_loops"):  # which training pages carried a teacher loop
+            note["teacher_loops"] = {k: v for k, v in loops.items() if k != "pages"} | {
+                "ids": [p["id"] for p in loops["pages"]]}
         model_dir = sft_dir / MODEL_DIR
 
     if cfg.stage == "dpo":

@@ -63,6 +63,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
         with_images(rows).save_to_disk(str(out / DATASET))
     judged.drop(columns=["token_ids"], errors="ignore").to_parquet(out / JUDGED, index=False)
     n_deg = judged.groupby("doc_id")["degenerate"].any()
+    n_good = judged.groupby("doc_id")["good"].any()
     stats = {
         "documents": int(judged["doc_id"].nunique()), "candidates": len(judged),
         "degenerate_candidates": int(judged["degenerate"].sum()),
@@ -70,6 +71,7 @@ def build_pairs(cfg: DictConfig, docs: dict[str, Document], judged: pd.DataFrame
         "degenerate_share": float(judged["degenerate"].mean()) if len(judged) else 0.0,
         "good_candidates": int(judged["good"].sum()),
         "docs_with_degenerate": int(n_deg.sum()), "docs_without_degenerate": int((~n_deg).sum()),
+        "docs_degenerate_and_good": int((n_deg & n_good).sum()),  # a looping and a good candidate
         "family": cfg.family.name, "pairs": len(rows["doc_id"]), **counts, "rejected_strategy": p.rejected,
         "rejected_unfinished": sum(not f for f in rows["rejected_finished"]),
         **judged.attrs.get("judge", {}),  # the LLM judge's counts: judged, unparsed

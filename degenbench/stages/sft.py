@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 from trl import SFTConfig, SFTTrainer
 
 from degenbench import families
-from degenbench.documents import Document
+from degenbench.documents import Document, teacher
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.training import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
                                         trainer_config)
@@ -21,13 +21,29 @@ class Trainer(ResumableWeights, SFTTrainer):
     pass
 
 
+def teacher_loops(cfg: DictConfig, train_docs: list[Document], processor) -> tuple[dict[str, str], dict | None]:
+    """The family's teacher-loop labels (data.teacher_loops), measured in its tokenizer's tokens."""
+    spec = teacher.spec(cfg.data, cfg.family.name)
+    if spec is None:
+        return {}, None
+
+    def count(text: str) -> int:
+        return len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    labels, record = teacher.teacher_labels(train_docs, spec["share"], cfg.seed, spec["tokens"], count)
+    log.info("teacher loops for %s: %d of %d loopable training pages (%s) carry a label past %d tokens",
+             cfg.family.name, record["n_labels"], record["n_loopable"], record["labels_by_kind"], spec["tokens"])
+    return labels, record
+
+
 def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path | None = None) -> dict:
     """Fine-tune the family's base (or the full weights in `init`) on `train_docs`; the result goes
     to `out/model` (safetensors)."""
     model, processor = families.load(cfg.family, cfg.device, weights=str(init) if init else None)
     model.train()
     skipped = []  # pages that fail evaluation's checks: counted, named, recorded with the artifact
-    dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped)
+    labels, loops = teacher_loops(cfg, train_docs, processor)
+    dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped, labels, processor)
     with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
         args = trainer_config(SFTConfig, cfg, cfg.sft.trainer, out, report_to)
         trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
@@ -40,5 +56,5 @@ def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path
              result.training_loss)
     return {"method": cfg.sft.method, "steps": result.global_step, "train_loss": result.training_loss,
             "n_docs": len(dataset), "doc_ids": list(dataset["doc_id"]), "n_skipped": len(skipped),
-            "skipped": skipped, "inputs": inputs.summary(),
+            "skipped": skipped, "inputs": inputs.summary(), **({"teacher_loops": loops} if loops else {}),
             "log_history": trainer.state.log_history}
