@@ -89,7 +89,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     reference systems that could not run (runs.skipped_systems), listed in the README."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if runs.groupby(["family", "size", "seed"]).teacher_loops.nunique().gt(1).any():
+    trained = runs[runs.stage.isin(["sft", "dpo"])]
+    if trained.groupby(["family", "size", "seed"]).teacher_loops.nunique().gt(1).any():  # a sweep over the share
         return _shares_report(runs, out, command)
     local = runs.run_dir.notna().all()
     every, runs = runs, runs[runs.mitigation.isin(["none", "-"])]  # the pipeline's tables: no mitigation
