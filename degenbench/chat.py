@@ -2,11 +2,14 @@
 Shared by HF generation, the vLLM backend and the training-data checks."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
 from PIL import Image
+
+from degenbench.documents import BadDocument
 
 
 @dataclass
@@ -44,6 +47,27 @@ def encode(processor, family: DictConfig, images: list[Image.Image]):
     else:
         vision = [[im] for im in images]
     return processor(text=texts, images=vision, padding=True, return_tensors="pt", add_special_tokens=False)
+
+
+def page_check(family: DictConfig, processor) -> Callable[[Image.Image], None] | None:
+    """What the family's image path refuses, checked on each page before it joins a batch: one page
+    it cannot take (qwen-vl-utils' aspect-ratio limit of 200, a page too thin to resize) would fail
+    its whole batch, and every rerun at the same batch. Such a page is a BadDocument, a counted skip.
+    Gemma3's processor resizes every page to its square: nothing to check."""
+    if family.vision_utils != "qwen":
+        return None
+    from qwen_vl_utils.vision_process import smart_resize
+
+    images = getattr(processor, "image_processor", None)
+    factor = getattr(images, "patch_size", 14) * getattr(images, "merge_size", 2)  # 28-px tokens
+
+    def check(page: Image.Image) -> None:
+        try:
+            smart_resize(page.height, page.width, factor, family.min_pixels, family.max_pixels)
+        except (ValueError, ZeroDivisionError) as e:
+            raise BadDocument(f"{family.name}'s image processing refuses this {page.width}x{page.height} page "
+                              f"({e}); crop or pad the page, or drop the document") from e
+    return check
 
 
 def input_stats(input_ids: torch.Tensor, attention_mask: torch.Tensor, processor) -> list[dict]:

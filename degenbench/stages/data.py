@@ -12,7 +12,9 @@ from collections.abc import Iterable
 
 import datasets
 from omegaconf import DictConfig
+from PIL import Image
 
+from degenbench.chat import page_check
 from degenbench.documents import Document, iter_pages
 
 
@@ -25,21 +27,25 @@ def answer_turn(text: str) -> list[dict]:
     return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
 
 
-def page_ref(doc: Document) -> dict:
-    """The page as datasets stores an image: its path or its encoded bytes."""
-    if doc.image_path:
-        return {"path": doc.image_path, "bytes": None}
-    if doc.image_bytes is not None:
-        return {"path": None, "bytes": doc.image_bytes}
-    buf = io.BytesIO()
-    doc.image.save(buf, "PNG")  # an in-memory page (synthetic): lossless, a few kB
+def page_ref(doc: Document, page: Image.Image | None = None) -> dict:
+    """The page as datasets stores an image: its path or its encoded bytes. A file whose page took
+    more than a plain RGB convert to show as a viewer does (EXIF orientation, transparency, 16-bit:
+    record.viewer_rgb) travels as the PNG of the page evaluation sees (`page`, if already open):
+    datasets and the processors would decode the file plainly."""
+    if doc.image is None and "decoding" not in doc.meta:
+        page = doc.load_image()  # not opened yet (the pairs of sampled pages): learn how it decodes
+    if doc.image is None and not doc.meta["decoding"]:
+        return {"path": doc.image_path, "bytes": None} if doc.image_path else {"path": None, "bytes": doc.image_bytes}
+    buf = io.BytesIO()  # lossless, a few kB for an in-memory page (synthetic)
+    (doc.image if doc.image is not None else page if page is not None else doc.load_image()).save(buf, "PNG")
     return {"path": None, "bytes": buf.getvalue()}
 
 
-def usable_pages(docs: Iterable[Document], max_pixels: int | None, skipped: list[dict]) -> list[tuple[Document, dict]]:
+def usable_pages(docs: Iterable[Document], max_pixels: int | None, skipped: list[dict],
+                 check=None) -> list[tuple[Document, dict]]:
     """(document, page_ref) of each document whose page passes evaluation's checks (opened one
     at a time, then dropped); the others are appended to `skipped` with their reason."""
-    return [(d, page_ref(d)) for d, _ in iter_pages(docs, max_pixels, skipped)]
+    return [(d, page_ref(d, page)) for d, page in iter_pages(docs, max_pixels, skipped, check)]
 
 
 def with_images(rows: dict) -> datasets.Dataset:
@@ -54,7 +60,8 @@ def sft_dataset(family: DictConfig, docs: list[Document], max_pixels: int | None
     `labels` (teacher loops, documents/teacher.py) replace some pages' answers by a label that never
     finishes: then every row is rendered by the family's chat template as text (TRL's standard
     format, as `preference_texts` renders DPO's), and a label's row ends with no end of turn."""
-    pages = usable_pages(docs, max_pixels, skipped if skipped is not None else [])
+    check = page_check(family, processor) if processor is not None else None
+    pages = usable_pages(docs, max_pixels, skipped if skipped is not None else [], check)
     if not pages:
         raise ValueError(f"none of the {len(docs)} training documents has a usable page (see the warnings)")
     rows = {"doc_id": [d.id for d, _ in pages], "images": [[ref] for _, ref in pages]}

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from degenbench import io, mitigation, provenance, tracking
+from degenbench.chat import page_check
 from degenbench.documents import Document, open_pages
 from degenbench.families import load_processor, load_trained, release
 from degenbench.generate import decoding_record, generate
@@ -55,7 +56,7 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
 
 def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics):
     skipped = []
-    batch = open_pages(docs, cfg.data.get("max_image_pixels"), skipped)
+    batch = open_pages(docs, cfg.data.get("max_image_pixels"), skipped, page_check(cfg.family, processor))
     if not batch:
         return [], skipped
     def attempt(images, gen, seed):
@@ -70,6 +71,7 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
         rows.append({"doc_id": doc.id, "truth": doc.text, "prediction": out.text, "repetitive": doc.repetitive,
                      "new_tokens": out.new_tokens, "hit_limit": out.hit_limit, "loop_stopped": out.loop_stopped,
                      "seconds": out.seconds, "batch": i, "token_ids": out.token_ids, **out.inputs,
+                     "decoding": "; ".join(doc.meta.get("decoding", [])),  # what showing the page took
                      "attempts": len(tries), "new_tokens_all": sum(o.new_tokens for _, o in tries),
                      "seconds_all": sum(o.seconds for _, o in tries),
                      "attempt_outputs": [asdict(a) for a, _ in tries],

@@ -9,6 +9,7 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from degenbench import io
+from degenbench.chat import page_check
 from degenbench.documents import Document, open_pages
 from degenbench.generate import decoding_record, generate
 from degenbench.stages.store import Shards
@@ -28,7 +29,8 @@ def sample_candidates(cfg: DictConfig, model, processor, docs: list[Document], o
         for b, start in enumerate(starts):
             if b not in shards.kept:
                 skipped = []  # pages that fail evaluation's checks: counted, never sampled
-                batch = open_pages(docs[start:start + s.batch_size], cfg.data.get("max_image_pixels"), skipped)
+                batch = open_pages(docs[start:start + s.batch_size], cfg.data.get("max_image_pixels"), skipped,
+                                   page_check(cfg.family, processor))
                 outs = generate(model, processor, cfg.family, [im for _, im in batch], s,
                                 num_return_sequences=s.n, seed=s.seed * 1_000_003 + b) if batch else []
                 shards.put(b, [{"doc_id": doc.id, "candidate": j, "text": o.text, "new_tokens": o.new_tokens,
