@@ -1,6 +1,8 @@
 """Config composition outside `@hydra.main` (library use, notebooks, tests): same files, same rules."""
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 from hydra import compose as _compose
@@ -39,7 +41,9 @@ COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_
           "judge.max_new_tokens", "sampling.n", "generation.batch_size", "sampling.batch_size",
           "sft.trainer.per_device_train_batch_size", "dpo.trainer.per_device_train_batch_size",
           "sft.trainer.gradient_accumulation_steps", "dpo.trainer.gradient_accumulation_steps",
-          "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n")
+          "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n",
+          "data.n_docs")
+SHARES = ("data.heldout", "data.validation")  # a count (an integer >= 0) or a fraction of the documents in (0, 1]
 
 
 def validate(cfg: DictConfig) -> None:
@@ -56,7 +60,13 @@ def validate(cfg: DictConfig) -> None:
             continue
         count = key in COUNTS
         number = isinstance(value, int if count else (int, float)) and not isinstance(value, bool)
-        if not number or value <= 0:
+        if not number or value <= 0 or not math.isfinite(value):  # nan and inf compare as no number should
             sweep = (f"; to sweep them, run with -m {key}={','.join(map(str, value))}"
                      if isinstance(value, ListConfig) else "")
-            raise ValueError(f"{key}={value!r} must be {'an integer >= 1' if count else '> 0'}{sweep}")
+            raise ValueError(f"{key}={value!r} must be {'an integer >= 1' if count else '> 0 (a finite number)'}{sweep}")
+    for key in SHARES:
+        value = OmegaConf.select(cfg, key)
+        whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if value is not None and not whole and not (isinstance(value, float) and 0 < value <= 1):
+            raise ValueError(f"{key}={value!r} must be a count of documents (an integer >= 0) or a fraction "
+                             "of them (0 < fraction <= 1)")

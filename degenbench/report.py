@@ -84,11 +84,19 @@ def archive(runs: pd.DataFrame, dest: Path) -> None:
         shutil.copyfile(src / runs_mod.COMPLETE, dst / runs_mod.COMPLETE)  # last: the copy is whole
 
 
+# What a table needs, said where a store lacks it (e.g. DPO runs copied without their SFT runs)
+NEEDS = {"beta_sweep": "DPO runs", "comparisons": "SFT runs beside vanilla or DPO runs of one model on the same pages",
+         "reduction": "SFT and DPO runs of one family on the same pages", "pairs": "DPO runs",
+         "persistence": "runs at k times the budget (eval sets <set>@<k>x) beside their 1x runs",
+         "beta_choice": "DPO runs on the validation set", "cost": "runs with generation timings"}
+
+
 def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFrame | None = None) -> dict:
     """Write every table and figure of `runs` into `out`; returns {name: DataFrame}. `skipped`:
     reference systems that could not run (runs.skipped_systems), listed in the README."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    unreadable = runs.attrs.get("unreadable", [])  # run records left out (runs.load_runs)
     trained = runs[runs.stage.isin(["sft", "dpo"])]
     if trained.groupby(["family", "size", "seed"]).teacher_loops.nunique().gt(1).any():  # a sweep over the share
         return _shares_report(runs, out, command)
@@ -142,6 +150,12 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
             f"{r.system} on {r.eval_set} seed {r.seed}: {r.why}" for r in skipped.itertuples()))
         md += ["**Skipped reference systems** (no rows in the tables):\n",
                *[f"- `{r.system}` on `{r.eval_set}`, seed {r.seed}: {r.why}" for r in skipped.itertuples()], ""]
+    if unreadable:
+        md += [f"**{len(unreadable)} unreadable run records** (left out of every table; rerun their jobs):\n",
+               *[f"- `{r['run']}`: {r['why']}" for r in unreadable], ""]
+    if empty := [f"`{n}` ({NEEDS[n]})" for n, df in named.items() if df.empty and n in NEEDS]:
+        log.warning("tables left empty, for want of the runs they compare: %s", "; ".join(empty))
+        md += ["**Tables left empty** (this store lacks the runs they need): " + "; ".join(empty) + ".\n"]
     if "mitigations" in named:
         md.append(mitigations.README)
     md.append("## Figures\n")

@@ -197,7 +197,7 @@ def test_config_key_typo_names_the_key(override, key):
 @pytest.mark.parametrize("override, message", [
     ("dpo.beta=-1", "dpo.beta=-1 must be > 0"),
     ("dpo.beta=0", "dpo.beta=0 must be > 0"),
-    ("dpo.beta=[0.1,0.5]", r"dpo.beta=\[0.1, 0.5\] must be > 0; to sweep them, run with -m dpo.beta=0.1,0.5"),
+    ("dpo.beta=[0.1,0.5]", r"dpo.beta=\[0.1, 0.5\] must be > 0 \(a finite number\); to sweep them, run with -m dpo.beta=0.1,0.5"),
     ("data.max_new_tokens=0", "data.max_new_tokens=0 must be an integer >= 1"),
     ("generation.max_new_tokens=-5", "generation.max_new_tokens=-5 must be an integer >= 1"),
     ("sampling.n=0", "sampling.n=0 must be an integer >= 1"),
@@ -205,6 +205,18 @@ def test_config_key_typo_names_the_key(override, key):
     ("generation.batch_size=0", "generation.batch_size=0 must be an integer >= 1"),
     ("sft.trainer.per_device_train_batch_size=-1", "sft.trainer.per_device_train_batch_size=-1 must be an integer >= 1"),
     ("metrics.tail_chars=0", "metrics.tail_chars=0 must be an integer >= 1"),
+    # issue 28, item 6: each of these ran (or failed late, blaming something else) on the landed code
+    ("dpo.beta=nan", r"dpo.beta=nan must be > 0 \(a finite number\)"),
+    ("dpo.beta=inf", r"dpo.beta=inf must be > 0 \(a finite number\)"),
+    ("eval=[heldout@0x]", r"eval\[0\]='heldout@0x': the budget multiplier must be > 0"),
+    ("eval=[{source: heldout, budget: 0}]", r"eval\[0\]: budget=0 must be a number > 0"),
+    ("eval=[{name: heldout, source: synthetic}]", r"eval\[0\]: an evaluation set may not be named 'heldout'"),
+    ("eval=[heldout,{name: validation, source: synthetic}]", r"eval\[1\]: .* may not be named 'validation'"),
+    ("eval=[{name: validation@4x, source: synthetic}]", r"may not be named 'validation@4x', the name of a split"),
+    ("data.heldout=true", r"data.heldout=True must be a count of documents \(an integer >= 0\) or a fraction"),
+    ("data.heldout='8'", r"data.heldout='8' must be a count of documents"),
+    ("data.validation=1.5", r"data.validation=1.5 must be a count of documents"),
+    ("data.n_docs=0", r"data.n_docs=0 must be an integer >= 1"),
 ])
 def test_out_of_range_settings_fail_before_any_work_in_library_use(tmp_path, override, message):
     with pytest.raises(ValueError, match=message):
@@ -238,3 +250,18 @@ def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):
     assert "Key 'betta' is not in struct\n    full_key: dpo.betta" in degenbench("dpo.betta=0.1")
     assert "dpo.beta=-1 must be > 0" in degenbench("stage=dpo", "dpo.beta=-1")
     assert "sampling.n=0 must be an integer >= 1" in degenbench("sampling.n=0")
+    assert "'heldout@0x': the budget multiplier must be > 0" in degenbench("eval=[heldout@0x]")
+    assert "dpo.beta=nan must be > 0 (a finite number)" in degenbench("stage=dpo", "dpo.beta=nan")
+    assert "data.heldout=True must be a count" in degenbench("data.heldout=true")
+    assert "data.n_docs=0 must be an integer >= 1" in degenbench("data.n_docs=0")
+    assert "may not be named 'heldout'" in degenbench("eval=[{name:heldout,source:synthetic}]")
+
+
+def test_an_external_set_whose_file_is_named_like_a_split_needs_another_name(tmp_path):
+    """manifest:<path> takes its file's name: a heldout.jsonl would pass for the held-out split."""
+    Image.new("RGB", (56, 56), "white").save(tmp_path / "p.png")
+    (tmp_path / "heldout.jsonl").write_text(json.dumps({"image": "p.png", "truth": {"text": "x"}}))
+    with pytest.raises(ValueError, match=r"eval\[0\]: an evaluation set may not be named 'heldout'"):
+        run_job(compose([f"eval=[manifest:{tmp_path / 'heldout.jsonl'}]", "logger=disabled",
+                         f"paths.results_dir={tmp_path / 'out'}"]))
+    assert not (tmp_path / "out").exists()

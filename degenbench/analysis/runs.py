@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from omegaconf import OmegaConf
 
 from degenbench.config import REFERENCE, STAGES
@@ -146,8 +147,11 @@ def _skip_record(d: Path) -> dict | None:
     f = d / "metrics.json"
     if (d / COMPLETE).is_file() or not f.is_file():
         return None
-    rec = json.loads(f.read_text())
-    return rec if rec.get("skipped_system") else None
+    try:
+        rec = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None  # an unfinished run's half-written record: counted as unfinished
+    return rec if isinstance(rec, dict) and rec.get("skipped_system") else None
 
 
 def run_dirs(runs_dir: str | Path) -> list[Path]:
@@ -170,12 +174,25 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
 
 
 def load_runs(runs_dir: str | Path = "results/runs") -> pd.DataFrame:
-    """The local store: one row per finished run folder."""
-    rows = []
+    """The local store: one row per finished run folder. A folder whose config.yaml or metrics.json
+    cannot be read (truncated, hand-edited) is left out, named and counted in
+    `.attrs["unreadable"]` (the report lists them), instead of ending the report."""
+    rows, unreadable = [], []
     for d in run_dirs(runs_dir):
-        config = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
-        rows.append(row(config, json.loads((d / "metrics.json").read_text()), source="local", run_dir=str(d)))
-    return frame(rows, str(runs_dir))
+        try:
+            config = OmegaConf.to_container(OmegaConf.load(d / "config.yaml"))
+            metrics = json.loads((d / "metrics.json").read_text())
+            if not isinstance(config, dict) or not isinstance(metrics, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            unreadable.append({"run": d.name, "why": f"{type(e).__name__}: {e}".splitlines()[0]})
+            log.warning("left out: the run record in %s cannot be read (%s); rerun its job to rewrite it, or "
+                        "delete the folder", d, unreadable[-1]["why"])
+            continue
+        rows.append(row(config, metrics, source="local", run_dir=str(d)))
+    df = frame(rows, str(runs_dir))
+    df.attrs["unreadable"] = unreadable
+    return df
 
 
 def skipped_systems(runs_dir: str | Path, runs: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -150,9 +150,10 @@ def beta_sweep(runs: pd.DataFrame, choice: pd.DataFrame | None = None) -> pd.Dat
     flags = per_seed.groupby(by, dropna=False, sort=False).agg(chosen=("chosen", "all"),
                                                                dpo_skipped=("dpo_skipped", "any"))
     with_sft = per_seed.dropna(subset=["sft_n_docs"])[[*by, "seed"] + [f"sft_{c}" for c in side]]
-    sft_pooled = pool(with_sft.rename(columns=lambda c: c.removeprefix("sft_")), by)
-    pooled = pooled.merge(flags.reset_index(), on=by, how="left").merge(
-        sft_pooled[by + ["degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer"]].rename(
+    pooled = pooled.merge(flags.reset_index(), on=by, how="left")
+    if not with_sft.empty:  # a store with DPO runs and no SFT run: the SFT side stays empty
+        sft_pooled = pool(with_sft.rename(columns=lambda c: c.removeprefix("sft_")), by)
+        pooled = pooled.merge(sft_pooled[by + ["degeneration_rate", "deg_ci95_lo", "deg_ci95_hi", "cer"]].rename(
             columns=lambda c: c if c in by else f"sft_{c}"), on=by, how="left")
     both = pd.concat([per_seed[SWEEP_COLS], pooled.reindex(columns=SWEEP_COLS)], ignore_index=True)
     return ordered(both, ["family", "size", "eval_set", "seed", "beta"])

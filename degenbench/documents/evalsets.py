@@ -131,6 +131,9 @@ def _budget(entry, where: str) -> tuple:
     """(the entry at 1x, its budget multiplier)."""
     if isinstance(entry, str):
         m = BUDGET.match(entry)
+        if m and float(m["k"]) <= 0:
+            raise ValueError(f"{where}={entry!r}: the budget multiplier must be > 0 (heldout@4x: 4 times "
+                             "generation.max_new_tokens)")
         return (m["base"], float(m["k"])) if m else (entry, 1.0)
     entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
     budget = entry.pop("budget", 1)
@@ -152,4 +155,7 @@ def _one(entry, cfg: DictConfig, split, data: dict, where: str) -> EvalSet:
         return EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
                        lambda: getattr(split(), entry), external=False)
     name, spec = _external(entry, where)
+    if split_budget(name)[0] in SPLITS:
+        raise ValueError(f"{where}: an evaluation set may not be named {name!r}, the name of a split of `data` "
+                         "(it would be read as that split, and validation chooses beta); give it another `name`")
     return EvalSet(name, {"data": data_identity(spec)}, lambda: load_documents(spec), external=True)

@@ -1,0 +1,40 @@
+"""A store of runs and artifacts that was damaged or is incomplete (issue 28): the report names
+what it cannot read and makes the tables it can. Real run records: the committed toy sweep's."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from degenbench import report
+from degenbench.analysis.runs import load_runs
+
+TOY = Path(__file__).resolve().parent.parent / "results" / "toy" / "runs"
+
+
+def _store(tmp_path, keep=lambda name: True) -> Path:
+    runs = tmp_path / "runs"
+    for d in sorted(TOY.iterdir()):
+        if d.is_dir() and keep(d.name) and "gemma" not in d.name and "olmocr" not in d.name:  # 3 families: fast
+            shutil.copytree(d, runs / d.name)
+    return runs
+
+
+@pytest.mark.parametrize("damage", [lambda text: text[: len(text) // 2], lambda text: "[1, 2]", lambda text: ""])
+def test_an_unreadable_run_record_is_a_named_counted_skip_in_the_report(tmp_path, damage):
+    runs = _store(tmp_path)
+    bad = next(d for d in sorted(runs.iterdir()) if "-sft-heldout-" in d.name)
+    (bad / "metrics.json").write_text(damage((bad / "metrics.json").read_text()))
+    loaded = load_runs(runs)
+    assert bad.name not in set(loaded.run_id) and [r["run"] for r in loaded.attrs["unreadable"]] == [bad.name]
+    report.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
+    readme = (tmp_path / "out" / "README.md").read_text()
+    assert "**1 unreadable run records**" in readme and f"- `{bad.name}`: " in readme
+
+
+def test_a_store_of_dpo_runs_without_their_sft_runs_gives_the_tables_it_can(tmp_path):
+    runs = _store(tmp_path, keep=lambda name: "-sft-" not in name)
+    report.main(["--runs", str(runs), "--out", str(tmp_path / "out")])
+    out = tmp_path / "out"
+    assert (out / "beta_sweep.csv").is_file() and (out / "stages.csv").is_file()
+    readme = (out / "README.md").read_text()
+    assert "**Tables left empty**" in readme and "`reduction` (SFT and DPO runs" in readme
