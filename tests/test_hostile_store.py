@@ -38,3 +38,29 @@ def test_a_store_of_dpo_runs_without_their_sft_runs_gives_the_tables_it_can(tmp_
     assert (out / "beta_sweep.csv").is_file() and (out / "stages.csv").is_file()
     readme = (out / "README.md").read_text()
     assert "**Tables left empty**" in readme and "`reduction` (SFT and DPO runs" in readme
+
+
+@pytest.fixture
+def copied_chain(chain, tmp_path):
+    return shutil.copytree(chain.root, tmp_path / "copy", ignore=shutil.ignore_patterns("wandb", "*.lock"))
+
+
+@pytest.mark.parametrize("damage, found", [
+    (lambda b: b[:1000] + bytes(255 - x for x in b[1000:1064]) + b[1064:], "its bytes changed"),  # overwritten
+    (lambda b: b[: len(b) // 2], "bytes, recorded"),  # cut short (SafetensorError: incomplete metadata)
+])
+def test_a_damaged_artifact_is_refused_naming_its_file_and_the_fix(copied_chain, damage, found):
+    """A finished DPO model whose safetensors changed: the next job needing it (a new evaluation set)
+    stops, naming the file, instead of evaluating broken weights under the old key."""
+    from conftest import CHAIN
+    from degenbench.config import compose
+    from degenbench.stages.graph import run_job
+    from degenbench.stages.store import DamagedArtifact
+
+    (weights,) = (copied_chain / "artifacts" / "dpo").glob("*-b0.1-*/model/*.safetensors")
+    weights.write_bytes(damage(weights.read_bytes()))
+    cfg = compose(CHAIN + [f"paths.results_dir={copied_chain}", "stage=dpo", "dpo.beta=0.1", "eval=[heldout@2x]"])
+    with pytest.raises(DamagedArtifact, match=rf"artifact .*-b0.1-\w+ is damaged: model/{weights.name}: .*{found}.*"
+                                              r"delete the folder \(rm -rf .*\) and rerun"):
+        run_job(cfg)
+    assert not list((copied_chain / "runs").glob("*-heldout@2x-*"))  # nothing evaluated

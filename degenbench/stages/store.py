@@ -56,11 +56,13 @@ def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callab
     `resumable`: it may find an interrupted build's work there and must continue it."""
     path = artifact_dir(root, kind, name, key)
     if is_complete(path):
+        verify(path)
         log.info("REUSE %s %s", kind, path)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if is_complete(path):  # another job finished it while we waited
+            verify(path)
             log.info("REUSE %s %s (built by a concurrent job)", kind, path)
             return path
         work = path.parent / f".{path.name}.partial"
@@ -81,11 +83,35 @@ def build_once(root: str | Path, kind: str, name: str, key: str, builder: Callab
                       " and the next run resumes from it" if resumable else "")
             raise
         io.write_json(work / COMPLETE, {"kind": kind, "key": key, "seconds": time.time() - start,
-                                        "resumed": resumed, **(record or {}), **facts})
+                                        "resumed": resumed, **(record or {}), **facts,
+                                        "files": io.manifest_of(work, skip=(COMPLETE,))})
         if path.exists():  # an incomplete leftover (a build of an older version)
             shutil.rmtree(path)
         work.rename(path)
     return path
+
+
+class DamagedArtifact(RuntimeError):
+    pass
+
+
+def verify(path: Path) -> None:
+    """Check a finished artifact's files against the sizes and SHA-256s its completion record
+    holds: a file changed, cut short or removed since it was built is an error naming it, never a
+    model evaluated under the old key. Artifacts built before the record held them are trusted."""
+    files = recorded(path).get("files")
+    if files is None:
+        return
+    # files added since (a datasets cache beside the pairs' arrow files) change nothing recorded
+    found = {n: [f.stat().st_size, io.file_sha256(f)] for n in files if (f := path / n).is_file()}
+    bad = sorted(n for n in files if files[n] != found.get(n))
+    if bad:
+        def what(n):
+            return ("missing" if n not in found else f"{found[n][0]} bytes, recorded {files[n][0]}"
+                    if found[n][0] != files[n][0] else "its bytes changed")
+        raise DamagedArtifact(f"artifact {path} is damaged: {'; '.join(f'{n}: {what(n)}' for n in bad[:5])}"
+                              f"{' ...' if len(bad) > 5 else ''}; delete the folder (rm -rf {path}) and rerun "
+                              "to rebuild it")
 
 
 class Shards:
