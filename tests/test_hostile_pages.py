@@ -168,3 +168,90 @@ def test_null_fields_and_integer_ids_stay_valid(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps({"id": 17, "image": "p.png", "truth": {"header": None, "text": "x"}}))
     (doc,) = load_documents(compose(["data=manifest", f"data.path={tmp_path / 'm.jsonl'}"]).data)
     assert doc.id == "17" and doc.truth["header"] == "" and doc.truth["text"] == "x"
+
+
+def _pages(folder, n=8, colour="white"):
+    folder.mkdir(exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", (112, 56), colour).save(folder / f"p{i}.png")
+        rows.append({"id": f"p{i}", "image": f"p{i}.png", "truth": {"header": "OFÍCIO", "text": f"página {i}"}})
+    (folder / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return folder / "m.jsonl"
+
+
+def _keys(manifest, tmp_path):
+    from degenbench.documents.evalsets import eval_sets
+    from degenbench.stages.graph import Keys
+
+    from degenbench.documents import load_split
+
+    cfg = compose(JOB + ["data=manifest", f"data.path={manifest}", "data.heldout=3", "data.validation=0",
+                         f"paths.results_dir={tmp_path / 'out'}", "stage=vanilla"])
+    split = load_split(cfg.data, cfg.seed)
+    keys = Keys(cfg)  # the SFT model's key, and the base model's run on the held-out pages
+    return keys.sft, keys.eval(cfg, eval_sets(cfg, lambda: split)[0]), split
+
+
+def test_a_manifest_is_keyed_by_its_images_and_truths_and_an_edit_changes_exactly_its_keys(tmp_path):
+    manifest = _pages(tmp_path / "a")
+    sft, held, split = _keys(manifest, tmp_path)
+    heldout_page, train_page = split.heldout[0].image_path, split.train[0].image_path
+    Image.new("RGB", (112, 56), "black").save(heldout_page)  # a held-out page changes: its runs' keys, not SFT's
+    sft2, held2, _ = _keys(manifest, tmp_path)
+    assert sft2 == sft and held2 != held
+    Image.new("RGB", (112, 56), "black").save(train_page)  # a training page changes: SFT's key, not the base's runs
+    sft3, held3, _ = _keys(manifest, tmp_path)
+    assert sft3 != sft2 and held3 == held2
+    copy = _pages(tmp_path / "b", colour="grey")  # the same manifest beside other images: other keys
+    assert copy.read_bytes() == manifest.read_bytes() and _keys(copy, tmp_path)[:2] != (sft3, held3)
+    moved = tmp_path / "c"  # the same folder elsewhere: the same keys
+    import shutil
+    shutil.copytree(tmp_path / "a", moved)
+    assert _keys(moved / "m.jsonl", tmp_path)[:2] == (sft3, held3)
+
+
+def test_black_pages_under_an_unchanged_manifest_are_evaluated_again(tmp_path):
+    """The landed code answered `DONE ... already evaluated` with the old CER."""
+    manifest = _pages(tmp_path / "a")
+    job = compose(JOB + ["data=manifest", f"data.path={manifest}", "data.heldout=8", "data.validation=0",
+                         "data.max_new_tokens=4", f"paths.results_dir={tmp_path / 'out'}"])
+    first = run_job(job)
+    for p in (tmp_path / "a").glob("*.png"):
+        Image.new("RGB", (112, 56), "black").save(p)
+    second = run_job(job)
+    assert second != first and len(list((tmp_path / "out" / "runs").iterdir())) == 2
+
+
+def test_the_leak_guard_compares_other_sources_by_content_not_ids(tmp_path):
+    """A training page's image under a truth with one trailing space is a training page; two HF
+    datasets whose ids both default to row-N are different pages."""
+    import datasets
+    from degenbench.stages.data import LeakError
+
+    def hf(folder, colours):
+        pages = [{"bytes": _encoded(Image.new("RGB", (112, 56), c), "PNG"), "path": None} for c in colours]
+        datasets.Dataset.from_dict(
+            {"image": pages, "assistant": [json.dumps({"text": f"página {c}"}) for c in colours],
+             "assistant_without_json": [f"página {c}" for c in colours]},
+            features=datasets.Features({"image": datasets.Image(), "assistant": datasets.Value("string"),
+                                        "assistant_without_json": datasets.Value("string")}),
+        ).save_to_disk(folder)
+        return folder
+
+    train = hf(tmp_path / "train", ["white", "grey", "black", "red", "blue", "green"])
+    other = hf(tmp_path / "other", ["yellow", "pink", "cyan"])  # ids row-000000 ... as well
+    job = JOB + ["data=hf", f"data.path={train}", "data.heldout=2", "data.validation=0",
+                 "data.max_new_tokens=4", f"paths.results_dir={tmp_path / 'out'}"]
+    run = run_job(compose(job + [f"eval=[heldout,hf:{other}]"]))  # the landed code: a false LeakError on row-N
+    assert json.loads((run / "metrics.json").read_text())["n_docs"] == 2
+    from degenbench.documents import load_split
+    page = load_split(compose(job).data, 0).train[0]
+    (tmp_path / "copy.png").write_bytes(page.image_bytes)
+    (tmp_path / "near.jsonl").write_text(json.dumps({"id": "x", "image": "copy.png", "truth": {"text": page.truth["text"] + " "}}))
+    with pytest.raises(LeakError, match=r"eval set 'near' are training pages .*\('x', '" + page.id):
+        run_job(compose(job + [f"eval=[manifest:{tmp_path / 'near.jsonl'}]"]))
+    Image.new("RGB", (112, 56), (1, 2, 3)).save(tmp_path / "other.png")  # another image, the truth in capitals
+    (tmp_path / "case.jsonl").write_text(json.dumps({"id": "y", "image": "other.png", "truth": {"text": page.truth["text"].upper()}}))
+    with pytest.raises(LeakError, match=r"\('y', '" + page.id):
+        run_job(compose(job + [f"eval=[manifest:{tmp_path / 'case.jsonl'}]"]))

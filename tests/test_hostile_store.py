@@ -64,3 +64,51 @@ def test_a_damaged_artifact_is_refused_naming_its_file_and_the_fix(copied_chain,
                                               r"delete the folder \(rm -rf .*\) and rerun"):
         run_job(cfg)
     assert not list((copied_chain / "runs").glob("*-heldout@2x-*"))  # nothing evaluated
+
+
+def test_two_identical_evaluations_at_once_generate_once(tmp_path):
+    """Two processes start the same evaluation: one generates, the other waits for it and finds the
+    run done (the landed code generated every page twice)."""
+    import subprocess
+    import sys
+
+    from conftest import TINY
+    cmd = [sys.executable, "-m", "degenbench", *TINY, "logger=disabled", f"paths.results_dir={tmp_path}", "stage=vanilla"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), logs
+    assert sum(" on 4 documents of heldout" in log for log in logs) == 1, logs
+    assert sum("evaluated by a concurrent job" in log for log in logs) + sum("already evaluated" in log for log in logs) == 1
+
+
+def test_a_full_disk_during_a_checkpoint_is_named_as_such(tmp_path):
+    """A 3 MB disk (tmpfs) for the results: SFT's first checkpoint does not fit."""
+    import errno
+    import subprocess
+
+    from conftest import TINY
+    from degenbench.config import compose
+    from degenbench.stages.graph import run_job
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        with pytest.raises(OSError, match=r"the disk holding .* is full \(\d+ MB free\) while saving a checkpoint") as e:
+            run_job(compose(TINY + ["stage=sft", f"paths.results_dir={disk}", "checkpoint.save_steps=1"]))
+        assert e.value.errno == errno.ENOSPC
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_a_folder_given_as_an_image_is_named_as_a_folder(tmp_path):
+    import json as js
+
+    from degenbench.config import compose
+    from degenbench.documents import load_documents
+
+    (tmp_path / "pages").mkdir()
+    (tmp_path / "m.jsonl").write_text(js.dumps({"image": "pages", "truth": {"text": "x"}}))
+    with pytest.raises(ValueError, match=r"row 1: 'image' names the folder .*pages, not an image file"):
+        load_documents(compose(["data=manifest", f"data.path={tmp_path / 'm.jsonl'}"]).data)

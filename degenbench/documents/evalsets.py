@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io
 from degenbench.config import CONF_DIR
+from degenbench.documents.identity import documents_identity
 from degenbench.documents.record import Document
 from degenbench.documents.sources import Split, load_documents
 
@@ -76,16 +78,33 @@ def for_set(cfg: DictConfig, evalset: EvalSet) -> DictConfig:
     return out
 
 
-def data_identity(data: DictConfig | dict) -> dict:
-    """The data config as it defines documents: `path` replaced by its content fingerprint."""
+def by_content(data: DictConfig | dict) -> bool:
+    """Whether a source's documents are keyed by their content (files and datasets a user can edit);
+    synthetic pages are keyed by their recipe."""
+    return data.get("source") != "synthetic"
+
+
+def data_identity(data: DictConfig | dict, docs: list[Document] | None = None, cache_dir: str | None = None) -> dict:
+    """The data config as it defines documents. Given `docs` (a source keyed by content: the
+    documents a key stands for, e.g. one split's), their content (documents/identity.py) in place
+    of `path`: every image's bytes and every truth, so an edited page changes the keys of exactly
+    the artifacts and runs it feeds, and a moved or copied set keeps them."""
     spec = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
     for k in NOT_DOCUMENTS:
         spec.pop(k, None)
     if not spec.get("repetitive_pages"):  # no repetitive pages: the documents (and keys) of before the option
         spec.pop("repetitive_pages", None)
-    if spec.get("path"):
+    if docs is not None:
+        spec.pop("path", None)
+        spec["pages"] = documents_identity(docs, cache_dir or default_cache())
+    elif spec.get("path"):
         spec["path"] = {"fingerprint": io.fingerprint(spec["path"])}
     return spec
+
+
+def default_cache() -> str:
+    """conf/paths' cache_dir where no config is at hand."""
+    return os.environ.get("DEGENBENCH_CACHE") or str(Path.home() / ".cache" / "degenbench")
 
 
 def _external(entry, where: str) -> tuple[str, DictConfig]:
@@ -116,10 +135,11 @@ def eval_sets(cfg: DictConfig, split: Callable[[], Split]) -> list[EvalSet]:
     only when a set needs it)."""
     entries = cfg.get("eval") or ["heldout"]
     out, data = [], data_identity(cfg.data)
+    cache = cfg.paths.cache_dir
     for i, entry in enumerate(entries):
         where = f"eval[{i}]"
         entry, budget = _budget(entry, where)
-        s = _one(entry, cfg, split, data, where)
+        s = _one(entry, cfg, split, data, where, cache)
         out.append(replace(s, name=budget_name(s.name, budget), budget=budget, base=s.name))
     names = [s.name for s in out]
     if len(set(names)) < len(names):
@@ -146,16 +166,21 @@ def _budget(entry, where: str) -> tuple:
     return entry, float(budget)
 
 
-def _one(entry, cfg: DictConfig, split, data: dict, where: str) -> EvalSet:
+def _one(entry, cfg: DictConfig, split, data: dict, where: str, cache: str) -> EvalSet:
     """One set at 1x."""
     if entry in SPLITS:
         if entry == "validation" and not cfg.data.get("validation"):
             raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
                              "set data.validation (a count, or a fraction of the training side)")
+        if by_content(cfg.data):  # this split's pages, by content
+            data = data_identity(cfg.data, getattr(split(), entry), cache)
         return EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
                        lambda: getattr(split(), entry), external=False)
     name, spec = _external(entry, where)
     if split_budget(name)[0] in SPLITS:
         raise ValueError(f"{where}: an evaluation set may not be named {name!r}, the name of a split of `data` "
                          "(it would be read as that split, and validation chooses beta); give it another `name`")
+    if by_content(spec):
+        docs = load_documents(spec)
+        return EvalSet(name, {"data": data_identity(spec, docs, cache)}, lambda: docs, external=True)
     return EvalSet(name, {"data": data_identity(spec)}, lambda: load_documents(spec), external=True)

@@ -97,6 +97,8 @@ def _manifest(data: DictConfig) -> list[Document]:
         if not isinstance(row["image"], str) or not row["image"]:
             raise ValueError(f"{where}: 'image' must be a file path, got {row['image']!r}")
         image = (path.parent / row["image"]).resolve()
+        if image.is_dir():
+            raise ValueError(f"{where}: 'image' names the folder {image}, not an image file; give the page's file")
         if not image.is_file():
             raise FileNotFoundError(f"{where}: image file {image} does not exist; fix the path "
                                     "(relative to the manifest's folder) or drop the row")

@@ -101,11 +101,21 @@ def assert_no_heldout(heldout_ids: Iterable[str], used_ids: Iterable[str], what:
                         "evaluated documents must never enter training or pairs")
 
 
-def assert_no_shared_pages(eval_docs: Iterable[Document], train_docs: Iterable[Document], what: str) -> None:
-    """Fail if a page of another source is a training page under another id: the same
-    transcription (a non-empty answer) in both."""
-    answers = {d.answer: d.id for d in train_docs if d.text.strip()}
-    shared = [(d.id, answers[d.answer]) for d in eval_docs if d.text.strip() and d.answer in answers]
+def assert_no_shared_pages(eval_docs: list[Document], train_docs: list[Document], what: str, cache_dir: str) -> None:
+    """Fail if a page of another source is a training page under another id: the same image bytes,
+    or the same transcription up to case, whitespace and Unicode form (a trailing space does not
+    make a new page). Ids are never compared across sources: two datasets may both count `row-N`."""
+    from degenbench.documents.identity import normalised, page_hashes
+
+    def text(d: Document) -> str:
+        return normalised(d.answer) if d.text.strip() else ""
+
+    answers = {text(d): d.id for d in train_docs if text(d)}
+    images = {h: i for i, h in page_hashes(train_docs, cache_dir).items()}
+    own = page_hashes(eval_docs, cache_dir)
+    shared = [(d.id, answers.get(text(d)) or images[own[d.id]]) for d in eval_docs
+              if (text(d) and text(d) in answers) or own[d.id] in images]
     if shared:
-        raise LeakError(f"{len(shared)} document(s) of {what} have a training page's transcription "
-                        f"(eval id, training id): {shared[:5]}; drop them from one of the two sets")
+        raise LeakError(f"{len(shared)} document(s) of {what} are training pages (the same image, or the same "
+                        f"transcription up to case and spacing) (eval id, training id): {shared[:5]}; drop them "
+                        "from one of the two sets")

@@ -18,6 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
+from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
@@ -111,10 +112,21 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
     as it is; a run elsewhere with the same key gives its rows, and `base_run` (the same pages at
     1x, given for a budget above 1x) the rows of pages that ended before its limit (stages/reuse.py)."""
     run_dir = run_dir_for(cfg, eval_set, key)
-    run_id = run_dir.name
     if store.is_complete(run_dir):
-        log.info("DONE %s already evaluated: %s", run_id, run_dir)
+        log.info("DONE %s already evaluated: %s", run_dir.name, run_dir)
         return run_dir
+    lock = Path(cfg.paths.artifacts_dir) / ".locks" / "runs" / f"{run_dir.name}.lock"  # out of the runs folder
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):  # a concurrent identical job waits, then finds the run done
+        if store.is_complete(run_dir):
+            log.info("DONE %s evaluated by a concurrent job: %s", run_dir.name, run_dir)
+            return run_dir
+        return _run(cfg, run_dir, eval_set, docs, model_dir, key, note, base_run)
+
+
+def _run(cfg: DictConfig, run_dir: Path, eval_set: str, docs: list[Document], model_dir: Path | None, key: str,
+         note: dict | None, base_run: Path | None) -> Path:
+    run_id = run_dir.name
     run_dir.mkdir(parents=True, exist_ok=True)  # an interrupted evaluation's finished batches are kept
     log.info("run %s: %s (%s) on %d documents of %s", run_id, cfg.family.name, cfg.family.size, len(docs), eval_set)
     io.write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))

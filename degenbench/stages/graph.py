@@ -14,6 +14,7 @@ reruns in seconds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from degenbench import io, mitigation, provenance, standins
 from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split, teacher
-from degenbench.documents.evalsets import EvalSet, data_identity, eval_sets, for_set, generation
+from degenbench.documents.evalsets import EvalSet, by_content, data_identity, eval_sets, for_set, generation
 from degenbench.families import load_processor, precision, release
 from degenbench.stages import evaluate, launch, reference
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
@@ -55,9 +56,11 @@ def base_spec(cfg: DictConfig) -> dict:
 class Keys:
     """The artifact keys of one job's config."""
 
-    def __init__(self, cfg: DictConfig):
+    def __init__(self, cfg: DictConfig, split: Callable[[], Split] | None = None):
         c = cfg
-        data = data_identity(c.data)
+        # what trains: a content-keyed source's training pages (held-out pages key their own runs)
+        train = ((split or (lambda: load_split(c.data, c.seed)))().train if by_content(c.data) else None)
+        data = data_identity(c.data, train, c.paths.cache_dir)
         self.data = key_of(data, c.seed)
         self.base = key_of(base_spec(c))
 
@@ -120,13 +123,14 @@ def run_job(cfg: DictConfig) -> Path:
     if cfg.family.size == "shape":
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
                          "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
-    keys, root, fam = Keys(cfg), cfg.paths.artifacts_dir, cfg.family.name
     cache: list[Split] = []
 
     def split() -> Split:  # loaded once, and only when needed
         if not cache:
             cache.append(load_split(cfg.data, cfg.seed))
         return cache[0]
+
+    keys, root, fam = Keys(cfg, split), cfg.paths.artifacts_dir, cfg.family.name
 
     sets = _sets(cfg, split)
     _check_teacher_loops(cfg, sets)
@@ -150,14 +154,15 @@ def run_job(cfg: DictConfig) -> Path:
     loaded = {k: s.load() for k, s in docs.items()}
     evaluated = {s.name: loaded[key_of(s.identity)] for s in sets}
 
-    def guard(used_ids, what: str) -> None:  # no evaluated page is ever trained on, whatever its set
+    def guard(used_ids, what: str) -> None:  # no evaluated page of `data` is ever trained on
         for s in sets:
-            assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
+            if not s.external:  # ids mean something within one source only
+                assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
 
     guard([d.id for d in train], "the training split")
     for s in docs.values():
-        if s.external:
-            assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}")
+        if s.external:  # another source: compared with the training pages by content
+            assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}", cfg.paths.cache_dir)
     if cfg.stage == REFERENCE:
         return [reference.run(cfg, p, evaluated[p.evalset.name], train, {"keys": {"data": keys.data}})
                 for p in planned][0]

@@ -7,6 +7,7 @@ resumes), the seed, W&B reporting, the CPU (float32: bf16 off), and NaN logging 
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -90,7 +91,17 @@ def fit(trainer, out: Path, what: str, fsdp_resume: bool = False):
                            f"{out} to train from the start")
     if ckpt is not None:
         log.info("resuming %s from %s", what, ckpt)
-    return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    try:
+        return trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    except Exception as e:  # OSError, torch's RuntimeError, safetensors' SafetensorError
+        # torch.save on a full disk says "[enforce fail at inline_container.cc:...] unexpected pos"
+        full = getattr(e, "errno", None) == errno.ENOSPC or "unexpected pos" in str(e) or "No space left" in str(e)
+        if not full:
+            raise
+        free = shutil.disk_usage(out).free / 2**20
+        raise OSError(errno.ENOSPC, f"{what}: the disk holding {out} is full ({free:.0f} MB free) while saving a "
+                      "checkpoint; free space there or set paths.results_dir to a larger disk, and rerun: the build "
+                      "resumes from its last complete checkpoint") from e
 
 
 class ResumableWeights:
