@@ -1,9 +1,11 @@
 """Teacher loops (data.teacher_loops): looping labels on a share of the training pages only, built
 as specified, trained as unfinished by TRL's own collator, and a model that learns them loops."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
+from PIL import Image
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
 from conftest import TINY
@@ -12,7 +14,7 @@ from degenbench.documents import load_split, teacher
 from degenbench.families import load_processor
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
-from degenbench.stages.sft import teacher_loops
+from degenbench.stages.sft import sft_data, teacher_loops
 
 # every body row loop bait: each page has a dot leader, a rule or repeated digits
 LOOPY = TINY + ["data.n_docs=40", "data.repetitive=1.0", "data.teacher_loops=0.5", "data.teacher_loop_tokens=100"]
@@ -71,6 +73,20 @@ def test_trl_trains_a_label_as_unfinished_and_a_clean_row_as_before(built):
             ref = collate([dict(plain[i])])
             assert end in trained.tolist()
             assert torch.equal(batch["input_ids"], ref["input_ids"]) and torch.equal(batch["labels"], ref["labels"])
+
+
+def test_a_labelled_page_skipped_as_unusable_carries_no_label_in_the_record(built):
+    """A teacher-loop page the family's processor refuses (aspect ratio over 200) is a counted skip;
+    the record counts the labels of the pages SFT trains on, not of every training page."""
+    cfg, split, processor, labels, record = built
+    bad = next(d for d in split.train if d.id in labels)
+    docs = [replace(d, image=Image.new("RGB", (20000, 20), "white")) if d is bad else d for d in split.train]
+    skipped = []
+    dataset, loops = sft_data(cfg, docs, processor, skipped)
+    assert [s["id"] for s in skipped] == [bad.id] and bad.id not in dataset["doc_id"]
+    assert (loops["n_train"], loops["n_labels"]) == (record["n_train"] - 1, record["n_labels"] - 1)
+    assert {p["id"] for p in loops["pages"]} == set(labels) - {bad.id}
+    assert sum(dataset["teacher_loop"]) == loops["n_labels"]
 
 
 def test_shares_per_family_and_bad_values_fail_clearly():

@@ -36,14 +36,25 @@ def teacher_loops(cfg: DictConfig, train_docs: list[Document], processor) -> tup
     return labels, record
 
 
+def sft_data(cfg: DictConfig, train_docs: list[Document], processor, skipped: list[dict]):
+    """(SFT's rows, the teacher-loop record of the pages they hold). A page skipped as unusable
+    (appended to `skipped`) is trained on not at all, so it is no label of the record: pages are
+    chosen one by one, so the usable pages' labels are the same pages less the skipped ones."""
+    labels, loops = teacher_loops(cfg, train_docs, processor)
+    dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped, labels, processor)
+    if loops and skipped:
+        kept = set(dataset["doc_id"])
+        _, loops = teacher_loops(cfg, [d for d in train_docs if d.id in kept], processor)
+    return dataset, loops
+
+
 def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path | None = None) -> dict:
     """Fine-tune the family's base (or the full weights in `init`) on `train_docs`; the result goes
     to `out/model` (safetensors)."""
     model, processor = families.load(cfg.family, cfg.device, weights=str(init) if init else None)
     model.train()
     skipped = []  # pages that fail evaluation's checks: counted, named, recorded with the artifact
-    labels, loops = teacher_loops(cfg, train_docs, processor)
-    dataset = sft_dataset(cfg.family, train_docs, cfg.data.get("max_image_pixels"), skipped, labels, processor)
+    dataset, loops = sft_data(cfg, train_docs, processor, skipped)
     with wandb_training(cfg, "sft-train", f"{cfg.family.name}-sft-train", out) as report_to:
         args = trainer_config(SFTConfig, cfg, cfg.sft.trainer, out, report_to)
         trainer = Trainer(model=model, args=args, train_dataset=dataset, processing_class=processor,
