@@ -22,7 +22,7 @@ from degenbench.stages.store import build_once
 def toy_sft_dir(family: str, overrides: list[str] = ()):
     """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
-                   f"paths.results_dir={ROOT / 'results'}", *overrides])  # the sweep's store, from anywhere
+                   f"paths.results_dir={ROOT / 'outputs'}", *overrides])  # the sweep's store, from anywhere
     train, _, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)

@@ -23,7 +23,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from common import emit
-from degenbench.config import ROOT, compose
+from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.documents import synthetic, truth_json
 from degenbench.loopstop import LoopStop
 
@@ -70,7 +70,7 @@ for run in sorted((ROOT / "results/toy/runs").iterdir()):
     toy.setdefault(cfg["family"]["name"], []).extend(preds.loc[~preds["hit_limit"], "prediction"])
 for family in args.families:
     cfg = compose([f"family={family}"])
-    tok = AutoTokenizer.from_pretrained(ROOT / "standins" / family)
+    tok = AutoTokenizer.from_pretrained(PACKAGE / "standins" / family)
     eos = tok.convert_tokens_to_ids("<|im_end|>" if cfg.family.arch == "qwen2_5_vl" else "<end_of_turn>")
     sources = {"tables": [t for _, _, t in tables()], "toy": toy.get(family, [])}
     for source, texts in sources.items():
@@ -85,7 +85,7 @@ by_rows = ["", "Tables, by the number of identical rows (qwen2.5-vl-3b's tokeniz
            "test alone (before) / by LoopStop at min_run 0.25 / as configured (0.5), over the four row kinds.\n",
            "| identical rows | cut before | min_run 0.25 | cut now (0.5) |", "|---|---|---|---|"]
 cfg = compose(["family=qwen2.5-vl-3b"])
-tok = AutoTokenizer.from_pretrained(ROOT / "standins/qwen2.5-vl-3b")
+tok = AutoTokenizer.from_pretrained(PACKAGE / "standins/qwen2.5-vl-3b")
 eos = tok.convert_tokens_to_ids("<|im_end|>")
 rule = dict(cfg.generation.loop_rule) | {"budget": 4096}
 for n in (2, 3, 4, 6, 8, 12, 16, 24, 48):

@@ -31,7 +31,7 @@ from vllm.v1.core.sched.utils import check_sequence_repetition
 from common import emit
 from degenbench import families, snapshots
 from degenbench.backends import vllm as backend
-from degenbench.config import ROOT, compose
+from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.loopstop import loop_cut, text_lengths
 from degenbench.metrics import is_degenerate
 
@@ -141,7 +141,7 @@ for run_dir in sorted(Path(args.runs).iterdir()):
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     rows.setdefault(cfg["family"]["name"], []).append((cfg, pd.read_parquet(run_dir / "predictions.parquet")))
 for family, runs in rows.items():
-    tok = AutoTokenizer.from_pretrained(ROOT / "standins" / family)
+    tok = AutoTokenizer.from_pretrained(PACKAGE / "standins" / family)
     cfg = runs[0][0]
     budget = cfg["data"]["max_new_tokens"]
     rule = dict(compose([f"family={family}", f"data.max_new_tokens={budget}"]).generation.loop_rule)

@@ -9,28 +9,31 @@ from hydra import compose as _compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = ROOT / "conf"
-# ${degenbench_root:} in configs: the checkout, where the shipped stand-in bases live.
-OmegaConf.register_new_resolver("degenbench_root", lambda: str(ROOT), replace=True)
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent  # the checkout, in a source install (constraints.txt, the git state)
+CONF_DIR = PACKAGE / "conf"  # package data: a wheel carries the configs ...
+# ${degenbench_package:} in configs: ... and the shipped stand-in bases (standins/)
+OmegaConf.register_new_resolver("degenbench_package", lambda: str(PACKAGE), replace=True)
 STAGES = ("vanilla", "sft", "dpo")  # the stages of a model
 REFERENCE = "reference"  # a stage with no model: reference systems scored like one (degenbench/references.py)
 
 
 def known_families() -> list[str]:
-    """The family configs shipped in conf/family/."""
+    """The family configs shipped in degenbench/conf/family/."""
     return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
+def compose(overrides: list[str] | None = None, config_name: str = "config",
+            return_hydra_config: bool = False) -> DictConfig:
     """The job config degenbench would run with these overrides (also from inside a running
     Hydra app, e.g. a stand-in's parent family, where Hydra is already initialised)."""
     from hydra.core.global_hydra import GlobalHydra
 
+    kwargs = dict(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)
     if GlobalHydra.instance().is_initialized():
-        return _compose(config_name=config_name, overrides=list(overrides or []))
+        return _compose(**kwargs)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return _compose(config_name=config_name, overrides=list(overrides or []))
+        return _compose(**kwargs)
 
 
 # Numeric settings whose out-of-range values fail late (a nan DPO loss, an empty generation, a
@@ -42,7 +45,7 @@ COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_
           "sft.trainer.per_device_train_batch_size", "dpo.trainer.per_device_train_batch_size",
           "sft.trainer.gradient_accumulation_steps", "dpo.trainer.gradient_accumulation_steps",
           "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n",
-          "data.n_docs")
+          "data.n_docs", "eval_limit")
 SHARES = ("data.heldout", "data.validation")  # a count (an integer >= 0) or a fraction of the documents in (0, 1]
 
 

@@ -1,6 +1,6 @@
 """Every table and figure of a sweep, from its runs, in one command.
 
-    degenbench-report --runs results/runs --out results/toy [--archive results/toy/runs]
+    degenbench-report --runs outputs/runs --out results/toy [--archive results/toy/runs]
     degenbench-report --runs results/toy/runs --out results/toy        # from the committed records
     degenbench-report --wandb my-entity/degenbench --filters '{"tags": "paper"}' --out results/paper
 
@@ -11,6 +11,7 @@ per-document ones need the local run folders: their predictions and training his
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shlex
@@ -70,17 +71,26 @@ def write_tables(out: Path, named: dict[str, pd.DataFrame]) -> list[str]:
 
 
 def archive(runs: pd.DataFrame, dest: Path) -> None:
-    """Compact copies of the run folders (records, predictions without token ids) for committing:
+    """Compact copies of the run folders for committing, holding what the tables and figures read:
+    the records, predictions without token ids (zstd, no column statistics), and a model's training
+    log once (every run of a model carries the same one; the training-curve figure needs one).
     `--runs` can point at them later to regenerate everything."""
+    logs = {hashlib.sha256(f.read_bytes()).hexdigest() for f in Path(dest).glob("*/training.json")}
     for r in runs.itertuples():
         src, dst = Path(r.run_dir), dest / Path(r.run_dir).name
         dst.mkdir(parents=True, exist_ok=True)
         for f in RECORD_FILES:
-            if (src / f).is_file():
-                shutil.copyfile(src / f, dst / f)
+            if not (src / f).is_file():
+                continue
+            if f == "training.json":
+                digest = hashlib.sha256((src / f).read_bytes()).hexdigest()
+                if digest in logs and not (dst / f).is_file():
+                    continue
+                logs.add(digest)
+            shutil.copyfile(src / f, dst / f)
         pred = pd.read_parquet(src / "predictions.parquet").drop(columns=["token_ids"], errors="ignore")
         with io.atomic_path(dst / "predictions.parquet") as tmp:
-            pred.to_parquet(tmp, index=False, compression="zstd")
+            pred.to_parquet(tmp, index=False, compression="zstd", compression_level=19, write_statistics=False)
         shutil.copyfile(src / runs_mod.COMPLETE, dst / runs_mod.COMPLETE)  # last: the copy is whole
 
 
@@ -184,7 +194,7 @@ def _shares_report(runs: pd.DataFrame, out: Path, command: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="degenbench-report", description=__doc__.split("\n\n")[0])
-    p.add_argument("--runs", default="results/runs", help="folder of run folders (local store)")
+    p.add_argument("--runs", default="outputs/runs", help="folder of run folders (local store)")
     p.add_argument("--wandb", metavar="ENTITY/PROJECT", help="load the runs from this W&B project instead")
     p.add_argument("--filters", type=json.loads, default=None, help="W&B run filters as JSON")
     p.add_argument("--out", default="results/report", help="where tables and figures go")

@@ -25,9 +25,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io, standins
-from degenbench.config import ROOT
+from degenbench.config import PACKAGE
 
-HUB_DIR = ROOT / "standins" / "hub"
+HUB_DIR = PACKAGE / "standins" / "hub"
 VERSION = 1  # bump when the build below changes
 MARKER = "snapshot.json"
 COPIED = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")

@@ -1,4 +1,4 @@
-"""Analysis: the runs DataFrame from the local store and from W&B (offline runs), the paired
+"""Analysis: the runs DataFrame from the local store and from W&B's API, the paired
 statistics, and the report writing every table and figure."""
 import math
 from pathlib import Path
@@ -9,15 +9,39 @@ import pytest
 from PIL import Image
 
 from degenbench import report
-from degenbench.analysis import COLUMNS, load_runs, load_training, load_wandb_offline, tables
+from degenbench.analysis import COLUMNS, load_runs, load_training, load_wandb, tables
 
 FIGURES = ["degeneration", "beta", "cost", "lengths", "dpo_curves"]
 TABLES = ["runs", "stages", "beta_choice", "beta_sweep", "comparisons", "reduction", "cost", "pairs"]
 
 
+class Api:
+    """wandb.Api's `runs()` as W&B serves a project once tracking.log_run has logged it: each
+    evaluation run's config and summary are the run folder's config.yaml and metrics.json. W&B's
+    servers cannot be reached here; this serves what log_run sends them."""
+
+    def __init__(self, runs_dir):
+        self.runs_dir, self.queries = runs_dir, []
+
+    def runs(self, path, filters=None):
+        from types import SimpleNamespace
+        from omegaconf import OmegaConf
+        import json
+
+        self.queries.append((path, filters))
+        out = []
+        for d in sorted(p for p in self.runs_dir.iterdir() if (p / "metrics.json").is_file()):
+            metrics = json.loads((d / "metrics.json").read_text())
+            out.append(SimpleNamespace(id=metrics["wandb_run_id"], config=OmegaConf.to_container(OmegaConf.load(d / "config.yaml")),
+                                       summary=metrics))
+        return out
+
+
 def test_local_and_wandb_loaders_give_the_same_table(chain):
     root = chain.root
-    local, wb = load_runs(root / "runs"), load_wandb_offline(root / "runs")
+    api = Api(root / "runs")
+    local, wb = load_runs(root / "runs"), load_wandb("me/degenbench", {"tags": "toy"}, api=api)
+    assert api.queries[0][0] == "me/degenbench" and {"tags": "toy"} in api.queries[0][1]["$and"]
     assert list(local.columns) == list(wb.columns) == list(COLUMNS)
     assert local.stage.tolist() == wb.stage.tolist() == ["vanilla", "sft", "dpo", "dpo", "dpo", "dpo"]
     assert sorted(local.eval_set) == ["heldout"] * 4 + ["validation"] * 2  # validation: DPO jobs only

@@ -144,7 +144,7 @@ def test_hf_configured_column_that_is_missing_is_named(tmp_path):
     datasets.Dataset.from_dict({"image": [Image.new("RGB", (28, 28))], "assistant": ['{"text": "t"}']}
                                ).save_to_disk(tmp_path / "ds")
     with pytest.raises(ValueError, match=r"lacks columns \['assistant_without_json'\]; it has \['image', "
-                                         r"'assistant'\]: set data.columns.text \(id and text may be null\)"):
+                                         r"'assistant'\]: set data.columns.text \(id, truth and text may be null\)"):
         load_documents(compose(["data=hf", f"data.path={tmp_path / 'ds'}"]).data)
 
 
@@ -240,14 +240,20 @@ def test_validation_alone_is_evaluated_by_any_stage_and_beside_heldout_only_wher
 
 
 def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):
+    """One line on stderr naming the key (and the fix), exit status 2, and no folder made: a
+    single run is checked before Hydra starts, a sweep's every job before the sweep folder."""
     def degenbench(*args):
         out = subprocess.run([sys.executable, "-m", "degenbench", *args, "logger=disabled",
-                              f"paths.results_dir={tmp_path}"], capture_output=True, text=True)
-        assert out.returncode != 0
-        return out.stderr
+                              f"paths.results_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "out").exists(), out
+        (line,) = out.stderr.splitlines()
+        assert line.startswith("degenbench: ") and "Traceback" not in line
+        return line
 
     assert "Could not override 'sft.learning_rat'" in degenbench("sft.learning_rat=1e-4")
-    assert "Key 'betta' is not in struct\n    full_key: dpo.betta" in degenbench("dpo.betta=0.1")
+    assert degenbench("dpo.betta=0.1") == ("degenbench: Could not override 'dpo.betta'; To append to your config "
+                                          "use +dpo.betta=0.1; Key 'betta' is not in struct; full_key: dpo.betta")
+    assert "Available options in 'family': gemma-3-4b, nanonets-ocr2-3b" in degenbench("family=nope")
     assert "dpo.beta=-1 must be > 0" in degenbench("stage=dpo", "dpo.beta=-1")
     assert "sampling.n=0 must be an integer >= 1" in degenbench("sampling.n=0")
     assert "'heldout@0x': the budget multiplier must be > 0" in degenbench("eval=[heldout@0x]")
@@ -255,6 +261,12 @@ def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):
     assert "data.heldout=True must be a count" in degenbench("data.heldout=true")
     assert "data.n_docs=0 must be an integer >= 1" in degenbench("data.n_docs=0")
     assert "may not be named 'heldout'" in degenbench("eval=[{name:heldout,source:synthetic}]")
+    assert "is a sweep: run with -m" in degenbench("dpo.beta=0.1,0.5")
+    # a sweep: the first job no config can run, named
+    assert degenbench("-m", "stage=vanilla,dpo", "dpo.beta=0.1,-1").endswith(
+        "dpo.beta=-1 must be > 0 (a finite number) (job stage=vanilla dpo.beta=-1 logger=disabled "
+        f"paths.results_dir={tmp_path / 'out'})")
+    assert "dpo.beta=-1 must be > 0" in degenbench("experiment=toy", "dpo.beta=-1")  # the experiment's own sweep
 
 
 def test_an_external_set_whose_file_is_named_like_a_split_needs_another_name(tmp_path):

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
-from degenbench.config import compose
+from degenbench.config import PACKAGE, compose
 from degenbench.documents import synthetic
 from degenbench.stages.judge import JUDGES, judge_candidates, parse_score
 
-STANDIN = str(Path(__file__).parents[1] / "standins" / "qwen2.5-vl-3b")  # the shipped tiny Qwen2.5-VL: its tokenizer, template, processor
+STANDIN = str(PACKAGE / "standins" / "qwen2.5-vl-3b")  # the shipped tiny Qwen2.5-VL: its tokenizer, template, processor
 
 
 @pytest.fixture(autouse=True, scope="module")

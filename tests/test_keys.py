@@ -147,9 +147,9 @@ def test_any_trl_field_passes_through_and_trl_validates_it(tmp_path):
 
 
 def test_a_local_checkpoint_is_keyed_by_what_it_holds_not_where_it_lies(tmp_path):
-    from degenbench.config import ROOT
+    from degenbench.config import PACKAGE
 
-    a, b = (shutil.copytree(ROOT / "standins" / "qwen2.5-vl-3b", tmp_path / d) for d in ("a", "elsewhere/b"))
+    a, b = (shutil.copytree(PACKAGE / "standins" / "qwen2.5-vl-3b", tmp_path / d) for d in ("a", "elsewhere/b"))
     key = lambda d: Keys(compose(TINY + ["family.size=real", f"family.sizes.real.pretrained={d}"])).base  # noqa: E731
     assert key(a) == key(b)
     (b / "chat_template.jinja").write_text((b / "chat_template.jinja").read_text() + "\n")

@@ -12,7 +12,7 @@ import torch
 from packaging.requirements import Requirement
 
 from degenbench import provenance, standins
-from degenbench.config import ROOT, compose
+from degenbench.config import CONF_DIR, ROOT, compose
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
@@ -169,6 +169,6 @@ def test_main_check_fails_when_a_pin_differs(monkeypatch, capsys):
 
 
 def test_every_family_pins_a_hub_commit_or_says_main():
-    for path in sorted((ROOT / "conf" / "family").glob("*.yaml")):
+    for path in sorted((CONF_DIR / "family").glob("*.yaml")):
         revision = str(compose([f"family={path.stem}"]).family.revision)
         assert provenance.SHA.fullmatch(revision) or revision == "main", (path.name, revision)

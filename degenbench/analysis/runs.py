@@ -4,15 +4,16 @@ Both loaders map a run's (config, summary) through the same `row()`: locally the
 folder's config.yaml and metrics.json; on W&B it is the evaluation run's config and summary, which
 `degenbench.tracking.log_run` wrote from those very files.
 
-    load_runs("results/runs")                                   # local store
+    load_runs("outputs/runs")                                   # local store (offline W&B runs too)
     load_wandb("my-entity/degenbench", {"tags": "toy"})         # online project (wandb.Api)
-    load_wandb_offline("results/runs")                          # offline runs, read from disk
+
+W&B's offline runs hold what the run folders hold: read the folders (or `wandb sync` them and use
+the API); W&B's private transaction-log format is not read here.
 """
 from __future__ import annotations
 
 import json
 import logging
-import struct
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -154,13 +155,17 @@ def _skip_record(d: Path) -> dict | None:
     return rec if isinstance(rec, dict) and rec.get("skipped_system") else None
 
 
-def run_dirs(runs_dir: str | Path) -> list[Path]:
-    """Finished run folders (a completion marker and metrics.json); unfinished ones are counted,
-    reference systems that could not run are named (`skipped_systems`)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        raise FileNotFoundError(f"{runs_dir} is not a folder of runs: run `degenbench experiment=toy` first")
-    dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir())
+def run_dirs(runs_dir: str | Path | list[Path]) -> list[Path]:
+    """Finished run folders (a completion marker and metrics.json) of a folder of runs, or of a
+    list of run folders; unfinished ones are counted, reference systems that could not run are
+    named (`skipped_systems`)."""
+    if isinstance(runs_dir, (list, tuple)):
+        dirs, runs_dir = sorted(Path(d) for d in runs_dir), f"{len(runs_dir)} run folders"
+    else:
+        runs_dir = Path(runs_dir)
+        if not runs_dir.is_dir():
+            raise FileNotFoundError(f"{runs_dir} is not a folder of runs: run `degenbench experiment=toy` first")
+        dirs = sorted(d for d in runs_dir.iterdir() if d.is_dir())
     done = [d for d in dirs if (d / COMPLETE).is_file() and (d / "metrics.json").is_file()]
     skips = {d for d in dirs if d not in done and _skip_record(d)}
     if skips:
@@ -173,10 +178,11 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     return done
 
 
-def load_runs(runs_dir: str | Path = "results/runs") -> pd.DataFrame:
-    """The local store: one row per finished run folder. A folder whose config.yaml or metrics.json
-    cannot be read (truncated, hand-edited) is left out, named and counted in
-    `.attrs["unreadable"]` (the report lists them), instead of ending the report."""
+def load_runs(runs_dir: str | Path | list[Path] = "outputs/runs") -> pd.DataFrame:
+    """The local store (a folder of runs, or a list of run folders): one row per finished run
+    folder. A folder whose config.yaml or metrics.json cannot be read (truncated, hand-edited) is
+    left out, named and counted in `.attrs["unreadable"]` (the report lists them), instead of
+    ending the report."""
     rows, unreadable = [], []
     for d in run_dirs(runs_dir):
         try:
@@ -221,69 +227,6 @@ def load_wandb(path: str, filters: dict | None = None, api=None) -> pd.DataFrame
     rows = [row(dict(r.config), dict(r.summary), source="wandb", wandb_run_id=r.id)
             for r in api.runs(path, filters=query)]
     return frame(rows, f"W&B project {path} (filters {filters})")
-
-
-# Offline runs: W&B writes each as a transaction log (`run-<id>.wandb`): LevelDB's log format
-# (32 KiB blocks of records, each with a 7-byte header: crc32c, length, type), after a 7-byte file
-# header, holding the protobuf records that `wandb sync` uploads. wandb 0.31 has no Python reader.
-_BLOCK, _HEADER, _FULL, _LAST = 32768, 7, 1, 4
-
-
-def _records(path: Path) -> Iterable:
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B transaction log (no ':W&B' header)")
-    pos, chunk = _HEADER, b""
-    while pos + _HEADER <= len(data):
-        if _BLOCK - pos % _BLOCK < _HEADER:  # a block's tail too short for a header is padding
-            pos += _BLOCK - pos % _BLOCK
-            continue
-        _, n, kind = struct.unpack("<IHB", data[pos:pos + _HEADER])
-        if n == 0 and kind == 0:
-            break
-        chunk += data[pos + _HEADER:pos + _HEADER + n]
-        pos += _HEADER + n
-        if kind in (_FULL, _LAST):
-            rec = pb.Record()
-            rec.ParseFromString(chunk)
-            yield rec
-            chunk = b""
-
-
-def read_offline_run(path: str | Path) -> tuple[str, str, dict, dict]:
-    """(run id, job type, config, summary) of one offline run's `.wandb` file, as the W&B API
-    would return them after `wandb sync`: config values unwrapped, summary updates applied."""
-    config, summary, run_id, job_type = {}, {}, None, None
-    for rec in _records(Path(path)):
-        kind = rec.WhichOneof("record_type")
-        if kind == "run":
-            run_id, job_type = rec.run.run_id, rec.run.job_type
-            items = rec.run.config.update
-        elif kind == "config":
-            items = rec.config.update
-        elif kind == "summary":
-            for u in rec.summary.update:
-                if u.key:  # nested keys (_wandb.*, media pointers) are W&B's own bookkeeping
-                    summary[u.key] = json.loads(u.value_json)
-            continue
-        else:
-            continue
-        for u in items:
-            if u.key and u.key != "_wandb":
-                config[u.key] = json.loads(u.value_json)
-    return run_id, job_type, config, summary
-
-
-def load_wandb_offline(root: str | Path) -> pd.DataFrame:
-    """Offline W&B evaluation runs found under `root` (e.g. results/runs), in the schema."""
-    rows = []
-    for f in sorted(Path(root).glob("**/offline-run-*/run-*.wandb")):
-        run_id, job_type, config, summary = read_offline_run(f)
-        if job_type in EVAL_JOB_TYPES and "n_docs" in summary:
-            rows.append(row(config, summary, source="wandb", wandb_run_id=run_id))
-    return frame(rows, f"offline W&B runs under {root}")
 
 
 def load_predictions(runs: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:

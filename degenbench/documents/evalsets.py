@@ -107,7 +107,34 @@ def default_cache() -> str:
     return os.environ.get("DEGENBENCH_CACHE") or str(Path.home() / ".cache" / "degenbench")
 
 
-def _external(entry, where: str) -> tuple[str, DictConfig]:
+def searchpath(cfg: DictConfig | None = None) -> list[str]:
+    """Hydra's extra config folders of this job (hydra.searchpath): where a user's own conf/data
+    options live. From `cfg` when it holds the hydra node, else from the running Hydra app."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if cfg is not None and OmegaConf.select(cfg, "hydra.searchpath") is not None:
+        return list(cfg.hydra.searchpath)
+    return list(HydraConfig.get().searchpath) if HydraConfig.initialized() else []
+
+
+def _option(option: str, where: str, folders: list[str]) -> DictConfig:
+    """A conf/data option as Hydra composes it (its own defaults list included: dharmaocr extends
+    hf), found in degenbench's configs or in the job's hydra.searchpath folders."""
+    from hydra.errors import MissingConfigException
+
+    from degenbench.config import compose
+
+    extra = [f"hydra.searchpath=[{','.join(repr(f) for f in folders)}]"] if folders else []
+    try:
+        return compose([f"data={option}", *extra]).data
+    except MissingConfigException as e:
+        raise ValueError(f"{where} is unknown: use heldout, validation, a conf/data option "
+                         f"({', '.join(sorted(p.stem for p in (CONF_DIR / 'data').glob('*.yaml')))}, or one "
+                         "in a hydra.searchpath folder), manifest:<path>, hf:<path or name>, or a "
+                         "{name: ..., source: ...} mapping") from e
+
+
+def _external(entry, where: str, folders: list[str] = ()) -> tuple[str, DictConfig]:
     """(name, data config) of an entry naming another source."""
     if isinstance(entry, str) and ":" in entry:
         source, target = entry.split(":", 1)
@@ -116,18 +143,16 @@ def _external(entry, where: str) -> tuple[str, DictConfig]:
         key = "path" if source == "manifest" or Path(target).exists() else "name"
         entry, name = {"source": source, key: target}, Path(target).stem if key == "path" else target.split("/")[-1]
     elif isinstance(entry, str):
-        if not (CONF_DIR / "data" / f"{entry}.yaml").is_file():
-            raise ValueError(f"{where}={entry!r} is unknown: use heldout, validation, a conf/data option "
-                             f"({', '.join(sorted(p.stem for p in (CONF_DIR / 'data').glob('*.yaml')))}), "
-                             "manifest:<path>, hf:<path or name>, or a {name: ..., source: ...} mapping")
         entry, name = {"source": entry}, entry
     else:
         entry = OmegaConf.to_container(entry, resolve=True) if isinstance(entry, DictConfig) else dict(entry)
         if "source" not in entry:
-            raise ValueError(f"{where}: a mapping needs `source` (synthetic, manifest or hf), got {sorted(entry)}")
+            raise ValueError(f"{where}: a mapping needs `source` (synthetic, manifest, hf or another conf/data "
+                             f"option), got {sorted(entry)}")
         name = entry.pop("name", None) or f"{entry['source']}-{hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:6]}"
-    base = OmegaConf.load(CONF_DIR / "data" / f"{entry['source']}.yaml")
-    return str(name), OmegaConf.merge(base, entry)
+    option = entry.pop("source")  # a conf/data option: synthetic, manifest, hf, dharmaocr, ...
+    label = f"{where}={option!r}" if not entry else f"{where}: source={option!r}"
+    return str(name), OmegaConf.merge(_option(option, label, list(folders)), entry)
 
 
 def eval_sets(cfg: DictConfig, split: Callable[[], Split]) -> list[EvalSet]:
@@ -140,6 +165,8 @@ def eval_sets(cfg: DictConfig, split: Callable[[], Split]) -> list[EvalSet]:
         where = f"eval[{i}]"
         entry, budget = _budget(entry, where)
         s = _one(entry, cfg, split, data, where, cache)
+        if limit := cfg.get("eval_limit"):  # the first pages only (debug=smoke); keyed apart
+            s = replace(s, identity=s.identity | {"limit": limit}, load=lambda load=s.load: load()[:limit])
         out.append(replace(s, name=budget_name(s.name, budget), budget=budget, base=s.name))
     names = [s.name for s in out]
     if len(set(names)) < len(names):
@@ -166,20 +193,47 @@ def _budget(entry, where: str) -> tuple:
     return entry, float(budget)
 
 
+def _check_split(entry: str, cfg: DictConfig, where: str) -> None:
+    if entry == "validation" and not cfg.data.get("validation"):
+        raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
+                         "set data.validation (a count, or a fraction of the training side)")
+
+
+def _check_name(name: str, where: str) -> None:
+    if split_budget(name)[0] in SPLITS:
+        raise ValueError(f"{where}: an evaluation set may not be named {name!r}, the name of a split of `data` "
+                         "(it would be read as that split, and validation chooses beta); give it another `name`")
+
+
+def check(cfg: DictConfig) -> None:
+    """What eval_sets would refuse, found without loading a document (the command line checks every
+    job of a sweep with it before any folder is made): an unknown entry, a budget <= 0, a set named
+    like a split, validation without data.validation, two sets named alike."""
+    names, folders = [], searchpath(cfg)
+    for i, entry in enumerate(cfg.get("eval") or ["heldout"]):
+        where = f"eval[{i}]"
+        entry, budget = _budget(entry, where)
+        if entry in SPLITS:
+            _check_split(entry, cfg, where)
+            name = entry
+        else:
+            name, _ = _external(entry, where, folders)
+            _check_name(name, where)
+        names.append(budget_name(name, budget))
+    if len(set(names)) < len(names):
+        raise ValueError(f"eval has two sets named alike ({names}); give mappings a `name`")
+
+
 def _one(entry, cfg: DictConfig, split, data: dict, where: str, cache: str) -> EvalSet:
     """One set at 1x."""
     if entry in SPLITS:
-        if entry == "validation" and not cfg.data.get("validation"):
-            raise ValueError(f"{where}=validation, but data.validation is {cfg.data.get('validation')}: "
-                             "set data.validation (a count, or a fraction of the training side)")
+        _check_split(entry, cfg, where)
         if by_content(cfg.data):  # this split's pages, by content
             data = data_identity(cfg.data, getattr(split(), entry), cache)
         return EvalSet(entry, {"split": entry, "data": data, "seed": cfg.seed},
                        lambda: getattr(split(), entry), external=False)
-    name, spec = _external(entry, where)
-    if split_budget(name)[0] in SPLITS:
-        raise ValueError(f"{where}: an evaluation set may not be named {name!r}, the name of a split of `data` "
-                         "(it would be read as that split, and validation chooses beta); give it another `name`")
+    name, spec = _external(entry, where, searchpath(cfg))
+    _check_name(name, where)
     if by_content(spec):
         docs = load_documents(spec)
         return EvalSet(name, {"data": data_identity(spec, docs, cache)}, lambda: docs, external=True)

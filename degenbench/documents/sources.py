@@ -114,40 +114,58 @@ def _manifest(data: DictConfig) -> list[Document]:
 
 
 def _hf(data: DictConfig) -> list[Document]:
-    """An HF dataset saved to disk (data.path) or on the hub (data.name, data.split), with a column
-    mapping, e.g. DharmaOCR-Benchmark: image -> image, truth -> assistant,
-    text -> assistant_without_json."""
+    """An HF dataset on the hub (data.name, data.revision) or on disk (data.path: a save_to_disk
+    folder, or a local copy of a hub repository), its data.split, with a column mapping; the page
+    is an Image column or a column of base64-encoded image files (DharmaOCR's `image_base64`)."""
     import datasets
 
-    if data.get("path"):
+    saved = data.get("path") and any(Path(data.path, f).is_file() for f in ("dataset_dict.json", "state.json"))
+    if saved:  # save_to_disk's folder
         ds = datasets.load_from_disk(data.path)
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[data.split]
-    else:
-        ds = datasets.load_dataset(data.name, split=data.split)
+    else:  # the hub, or a folder laid out like a hub repository (a local copy: data/<split>-*.parquet)
+        where = data.get("path") or data.name
+        ds = datasets.load_dataset(str(where), split=data.split, revision=None if data.get("path") else data.get("revision"))
     cols, name = data.columns, data.get("path") or data.name
     wanted = {k: cols[k] for k in ("id", "image", "truth", "text") if cols.get(k)}
     missing = {k: c for k, c in wanted.items() if c not in ds.column_names}
     if missing:
         raise ValueError(f"dataset {name} lacks columns {list(missing.values())}; it has "
                          f"{ds.column_names}: set " + ", ".join(f"data.columns.{k}" for k in missing)
-                         + " (id and text may be null)")
-    if not isinstance(ds.features[cols.image], datasets.Image):
+                         + " (id, truth and text may be null)")
+    feature = ds.features[cols.image]
+    base64 = isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+    if not base64 and not isinstance(feature, datasets.Image):
         raise ValueError(f"dataset {name} column {cols.image!r} (data.columns.image) holds "
-                         f"{ds.features[cols.image]}, not images; set data.columns.image to the image column")
-    # undecoded: pages stay compressed in memory and are decoded (size-checked first) when used
-    ds = ds.cast_column(cols.image, datasets.Image(decode=False))
+                         f"{feature}, neither images nor base64 strings; set data.columns.image to the page column")
+    if not base64:  # undecoded: pages stay compressed in memory and are decoded (size-checked first) when used
+        ds = ds.cast_column(cols.image, datasets.Image(decode=False))
     docs = []
     for i, row in enumerate(ds):
         where = f"dataset {name} row {i}"
-        image = row[cols.image] or {}
+        image = {"bytes": _b64(row[cols.image], where, cols.image)} if base64 else (row[cols.image] or {})
         if image.get("bytes") is None and not image.get("path"):
             raise ValueError(f"{where}: no image in column {cols.image!r}; drop the row")
         doc_id = row[cols.id] if "id" in wanted else f"row-{i:06d}"
+        truth = row[cols.truth] if "truth" in wanted else None
         text = row[cols.text] if "text" in wanted else None
-        docs.append(make_document(doc_id, row[cols.truth], text, where, image_bytes=image.get("bytes"),
+        docs.append(make_document(doc_id, truth, text, where, image_bytes=image.get("bytes"),
                                   image_path=None if image.get("bytes") is not None else image["path"]))
     return docs
+
+
+def _b64(value, where: str, column: str) -> bytes | None:
+    """The image file a base64 column holds (None for an empty cell)."""
+    import base64
+    import binascii
+
+    if not value:
+        return None
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ValueError(f"{where}: column {column!r} is not base64 ({e}); fix or drop the row") from e
 
 
 def split(docs: list[Document], seed: int, heldout: int | float) -> tuple[list[Document], list[Document]]:

@@ -1,6 +1,6 @@
 """Evaluation stage: generate on one evaluation set's documents, score each, write the run, log to W&B.
 
-results/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<eval set>-<key>
+outputs/runs/<run-id>/          run-id = <family>-<size>-<stage>[-b<beta>]-<eval set>-<key>
   predictions.parquet   one row per evaluated document (output, diagnostics, quality)
   metrics.json          summary: rates with 95% intervals, means, counts, skipped documents; the
                         eval set, the artifact keys, the pairs behind a DPO model, provenance

@@ -119,6 +119,11 @@ def _check_teacher_loops(cfg: DictConfig, sets: list[EvalSet]) -> None:
 
 def run_job(cfg: DictConfig) -> Path:
     """Run one job; returns the run folder of its first evaluation set (all are logged)."""
+    return job_runs(cfg)[0]
+
+
+def job_runs(cfg: DictConfig) -> list[Path]:
+    """Run one job; returns the run folders of all its evaluation sets, in `eval` order."""
     validate(cfg)  # ranges and choices, also for library use (compose + run_job)
     if cfg.family.size == "shape":
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
@@ -146,7 +151,7 @@ def run_job(cfg: DictConfig) -> Path:
     if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
         for r in runs:
             log.info("DONE %s already evaluated: %s", r.name, r)
-        return runs[0]
+        return runs
     train = split().train
     docs: dict[str, EvalSet] = {}  # each set of documents once: heldout@4x holds heldout's pages
     for s in sets:
@@ -165,7 +170,7 @@ def run_job(cfg: DictConfig) -> Path:
             assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}", cfg.paths.cache_dir)
     if cfg.stage == REFERENCE:
         return [reference.run(cfg, p, evaluated[p.evalset.name], train, {"keys": {"data": keys.data}})
-                for p in planned][0]
+                for p in planned]
     model_dir, note = None, {}
     made = {"provenance": provenance.collect(cfg)}  # kept in every artifact this job builds
 
@@ -225,4 +230,4 @@ def run_job(cfg: DictConfig) -> Path:
         done[s.name] = evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, k, record | {
             "budget": {"multiplier": s.budget, "base_set": s.base, "max_new_tokens": generation(cfg, s).max_new_tokens}},
             base_run=done.get(s.base) if s.budget > 1 else None)
-    return done[sets[0].name]
+    return [done[s.name] for s in sets]

@@ -8,6 +8,7 @@ import re
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from degenbench.documents import Document
 from degenbench.metrics import is_degenerate, paper_score, parse_prediction
@@ -180,7 +181,7 @@ def judge_candidates(cfg: DictConfig, docs: dict[str, Document], cands: pd.DataF
                          for t, h, c in zip(out["text"], out["hit_limit"], cut)]
     out["json_valid"] = [parse_prediction(t)[0] is not None for t in out["text"]]
     quality, replies, scores = [], [], []
-    for d, t in zip(out["doc_id"], out["text"]):
+    for d, t in tqdm(list(zip(out["doc_id"], out["text"])), desc=f"judge ({j.kind})", unit="candidate"):
         quality.append(judge.quality(docs[d], t))
         replies.append(getattr(judge, "last_reply", None))
         scores.append(getattr(judge, "last_score", None))

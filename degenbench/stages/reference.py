@@ -2,7 +2,7 @@
 answers every page of every evaluation set, scored with the same metrics into a run folder like a
 model's (predictions.parquet, metrics.json, config.yaml, heldout_ids.json, _COMPLETE.json):
 
-results/runs/<system>-reference-<eval set>-<key>/    family = the system, size "-", stage reference
+outputs/runs/<system>-reference-<eval set>-<key>/    family = the system, size "-", stage reference
 
 The key holds what defines the outputs and their scores: the system (Tesseract's version,
 settings and traineddata), the training documents (data identity and seed: the blind baselines
@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from degenbench import io, provenance, references
 from degenbench.config import REFERENCE
@@ -113,8 +114,10 @@ def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Docu
     metrics, answer = settings(cfg.metrics), references.SYSTEMS[p.system]
     starts = range(0, len(docs), BATCH)
     batches = store.Shards(shards, len(starts), f"reference {p.system}")
+    bar = tqdm(total=len(docs), desc=f"reference {p.system} on {p.name}", unit="doc")
     for i, start in enumerate(starts):
         if i in batches.kept:
+            bar.update(len(docs[start:start + BATCH]))
             continue
         skipped = []  # the pages a model run skips (unreadable, too large): the same documents are scored
         batch = [d for d, _ in iter_pages(docs[start:start + BATCH], cfg.data.get("max_image_pixels"), skipped)]
@@ -125,4 +128,6 @@ def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Docu
                          "new_tokens": 0, "hit_limit": False,
                          "loop_stopped": False, "seconds": each, "batch": i, "token_ids": [],
                          **score_output(d, out, False, [], metrics)} for d, out in zip(batch, outs)], skipped)
+        bar.update(len(docs[start:start + BATCH]))
+    bar.close()
     return batches.read()

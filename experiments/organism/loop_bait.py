@@ -3,7 +3,7 @@ family on pages whose last body row is one kind of run: dots in the body column 
 generator's dot leader), a full-width row of dots, of dashes, or of zeros. Prints, per artifact,
 how many of `--n` pages of each kind came out degenerate (the paper's rule, 160 new tokens).
 
-    python experiments/organism/loop_bait.py --family qwen2.5-vl-3b --artifacts results/artifacts
+    python experiments/organism/loop_bait.py --family qwen2.5-vl-3b --artifacts outputs/artifacts
 """
 import argparse
 import random
@@ -21,7 +21,7 @@ from degenbench.stages.training import MODEL_DIR
 
 p = argparse.ArgumentParser()
 p.add_argument("--family", default="qwen2.5-vl-3b")
-p.add_argument("--artifacts", default="results/artifacts")
+p.add_argument("--artifacts", default="outputs/artifacts")
 p.add_argument("--kind", default="sft", help="artifact kind: sft or dpo")
 p.add_argument("--n", type=int, default=64, help="pages per kind of run")
 args = p.parse_args()

@@ -1,0 +1,1 @@
+"""degenbench's Hydra plugins: the `distinct` sweeper (distinct_sweeper.py)."""

@@ -1,0 +1,87 @@
+"""Sweeps: the grid's jobs that cannot differ are left out, every experiment config runs end to
+end in its smoke form (`debug=smoke`, as lightning-hydra-template's test_sweeps runs its
+experiments), and the command line says what it is and where it is."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from degenbench import __version__, sweep
+from degenbench.config import CONF_DIR, compose
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def grid(*overrides: str) -> list[list[str]]:
+    """Every job of a multirun, as Hydra's basic sweeper splits the experiment's sweep params."""
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_sweep_override()]
+    params = compose(fixed, return_hydra_config=True).hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def test_the_toy_grid_runs_only_the_jobs_that_can_differ():
+    jobs = grid("experiment=toy")
+    kept, dropped = sweep.distinct(jobs, compose)
+    assert (len(jobs), len(kept), len(dropped)) == (60, 26, 34)
+    stages = [compose(j).stage for j in kept]
+    assert {s: stages.count(s) for s in set(stages)} == {"vanilla": 5, "sft": 5, "dpo": 15, "reference": 1}
+    for job, first in dropped:  # each left-out job would only find the kept job's runs complete
+        a, b = compose(job), compose(first)
+        assert a.stage == b.stage and a.stage != "dpo" and sweep.identity(a) == sweep.identity(b)
+    # what a stage reads still tells jobs apart: a mitigation changes SFT's evaluation, not the references'
+    small = grid("stage=sft,reference", "family=qwen2.5-vl-3b,gemma-3-4b", "mitigation=none,repetition_penalty")
+    kept, _ = sweep.distinct(small, compose)
+    assert (len(small), len(kept)) == (8, 5)
+
+
+def test_a_sweep_that_no_config_can_run_is_refused_before_any_job():
+    with pytest.raises(sweep.ConfigError, match=r"^dpo.beta=-1 must be > 0 .*\(job stage=dpo dpo.beta=-1\)$"):
+        sweep.distinct([["stage=dpo", "dpo.beta=-1"]], compose)
+
+
+def test_a_users_own_configs_come_through_hydras_search_path(tmp_path):
+    """A family and a data option in the user's folder (hydra.searchpath): the family composes, and
+    the data option is an evaluation set by name, as the shipped ones are."""
+    (tmp_path / "family").mkdir(), (tmp_path / "data").mkdir()
+    shipped = (CONF_DIR / "family" / "qwen2.5-vl-3b.yaml").read_text()
+    (tmp_path / "family" / "my-ocr.yaml").write_text(shipped.replace("name: qwen2.5-vl-3b", "name: my-ocr"))
+    (tmp_path / "data" / "my-bench.yaml").write_text("defaults:\n  - synthetic\n  - _self_\nn_docs: 8\nseed: 5\n")
+    mine = [f"hydra.searchpath=[file://{tmp_path}]", "family=my-ocr", "eval=[heldout,my-bench]"]
+    cfg = compose(mine, return_hydra_config=True)
+    sweep.check(cfg)
+    assert cfg.family.name == "my-ocr"
+    from degenbench.documents.evalsets import _external
+    assert _external("my-bench", "eval[1]", list(cfg.hydra.searchpath))[1].n_docs == 8
+    with pytest.raises(ValueError, match=r"eval\[1\]='my-bench' is unknown"):
+        sweep.check(compose(["eval=[heldout,my-bench]"], return_hydra_config=True))
+
+
+def test_help_is_a_short_page_and_version_prints():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "degenbench", *a], capture_output=True, text=True)  # noqa: E731
+    page = run("--help")
+    assert page.returncode == 0 and len(page.stdout.splitlines()) < 45
+    for said in ("stage=vanilla | sft | dpo | reference", "debug=smoke", "degenbench-report", "degenbench-provenance",
+                 "--cfg job", "experiment: mitigations, paper"):
+        assert said in page.stdout, said
+    assert "max_new_tokens" not in page.stdout  # the config dump stays behind --cfg job
+    assert run("--version").stdout == f"degenbench {__version__}\n"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_end_to_end_in_its_smoke_form(experiment, tmp_path):
+    """`degenbench experiment=<name> debug=smoke` through the command line, from another folder:
+    every job finishes and the sweep's summary table names each stage it swept."""
+    out = subprocess.run([sys.executable, "-m", "degenbench", f"experiment={experiment}", "debug=smoke",
+                          f"paths.results_dir={tmp_path / 'out'}"], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (summary,) = Path(tmp_path / "out" / "hydra").glob("multirun_*/summary.md")
+    stages = {s for s in compose([f"experiment={experiment}"], return_hydra_config=True)
+              .hydra.sweeper.params.get("stage", "vanilla").split(",")}
+    for stage in stages:
+        assert f"| {stage} " in summary.read_text(), stage
