@@ -36,9 +36,10 @@ def test_the_wheel_runs_a_smoke_sweep_from_another_folder(tmp_path):
     run = subprocess.run([venv / "bin" / "degenbench", "experiment=toy", "debug=smoke"], capture_output=True,
                          text=True, cwd=work, env=env, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "4 jobs" in run.stderr and "summary of the sweep" in run.stderr
+    said = run.stdout + run.stderr
+    assert "4 jobs (4 grid points" in said and "summary of the sweep's 13 runs" in said
     (summary,) = (work / "outputs" / "hydra").glob("multirun_*/summary.md")
     assert "| qwen2.5-vl-3b | dpo " in summary.read_text()
-    assert len(list((work / "outputs" / "runs").iterdir())) == 13  # vanilla, SFT, DPO and reference runs, here
+    assert len(list((work / "outputs" / "runs").glob("*/_COMPLETE.json"))) == 13  # vanilla, SFT, DPO, references: here
     version = subprocess.run([venv / "bin" / "degenbench", "--version"], capture_output=True, text=True, cwd=work, env=env)
     assert version.stdout.startswith("degenbench ")
