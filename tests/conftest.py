@@ -51,6 +51,19 @@ class Messages(logging.Handler):
         logger.setLevel(self.level)
 
 
+def grid(*overrides: str) -> list[list[str]]:
+    """Every job of a multirun, as Hydra's basic sweeper splits the experiment's sweep params."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from degenbench.config import compose
+
+    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_sweep_override()]
+    params = compose(fixed, return_hydra_config=True).hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides))
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
 def builds(messages: list[str]) -> list[str]:
     """The kinds of artifact built, in order."""
     return [m.split()[1] for m in messages if m.startswith("BUILD ")]

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from trl import DPOConfig, SFTConfig
@@ -154,3 +155,16 @@ def test_a_local_checkpoint_is_keyed_by_what_it_holds_not_where_it_lies(tmp_path
     assert key(a) == key(b)
     (b / "chat_template.jinja").write_text((b / "chat_template.jinja").read_text() + "\n")
     assert key(a) != key(b)
+
+
+def test_the_toys_jobs_are_keyed_as_its_committed_results():
+    """Every run folder the toy's sweep would write is one of results/toy/runs: a change of code
+    that moves a key (a refactor, a renamed config) fails here until the results are regenerated."""
+    from conftest import grid
+    from degenbench import sweep
+    from degenbench.stages.graph import run_dirs
+
+    committed = {p.name for p in (Path(__file__).parents[1] / "results" / "toy" / "runs").iterdir()}
+    kept, _ = sweep.distinct(grid("experiment=toy"), compose)
+    planned = [d.name for job in kept for d in run_dirs(compose(job))]
+    assert len(planned) == 71 and set(planned) == committed

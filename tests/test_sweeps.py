@@ -6,21 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from conftest import grid
 from degenbench import __version__, sweep
 from degenbench.config import CONF_DIR, compose
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
-
-
-def grid(*overrides: str) -> list[list[str]]:
-    """Every job of a multirun, as Hydra's basic sweeper splits the experiment's sweep params."""
-    fixed = [o.input_line for o in OverridesParser.create().parse_overrides(list(overrides)) if not o.is_sweep_override()]
-    params = compose(fixed, return_hydra_config=True).hydra.sweeper.params or {}
-    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides))
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
 def test_the_toy_grid_runs_only_the_jobs_that_can_differ():

@@ -117,6 +117,34 @@ def _check_teacher_loops(cfg: DictConfig, sets: list[EvalSet]) -> None:
                          f"{name} runs to {most} tokens; raise data.teacher_loop_tokens above {most}")
 
 
+def _plan(cfg: DictConfig, keys: Keys, sets: list[EvalSet]) -> list[Path]:
+    """The run folders of a job's evaluation sets, from its keys (a DPO job whose pairs are known
+    to be empty evaluates the SFT model, keyed as such)."""
+    no_pairs = artifact_dir(cfg.paths.artifacts_dir, "pairs", cfg.family.name, keys.pairs)
+    if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
+        keys.model = keys.sft
+    if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
+        return [p.run_dir for p in reference.plan(cfg, keys.data, sets)]
+    return [evaluate.run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
+
+
+def _lazy_split(cfg: DictConfig) -> Callable[[], Split]:
+    """The job's split, loaded once and only when needed (a finished job loads no document)."""
+    cache: list[Split] = []
+
+    def split() -> Split:
+        if not cache:
+            cache.append(load_split(cfg.data, cfg.seed))
+        return cache[0]
+    return split
+
+
+def run_dirs(cfg: DictConfig) -> list[Path]:
+    """The run folders a job writes (or finds complete), without running it: where its results are."""
+    split = _lazy_split(cfg)
+    return _plan(cfg, Keys(cfg, split), _sets(cfg, split))
+
+
 def run_job(cfg: DictConfig) -> Path:
     """Run one job; returns the run folder of its first evaluation set (all are logged)."""
     return job_runs(cfg)[0]
@@ -128,26 +156,16 @@ def job_runs(cfg: DictConfig) -> list[Path]:
     if cfg.family.size == "shape":
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
                          "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
-    cache: list[Split] = []
-
-    def split() -> Split:  # loaded once, and only when needed
-        if not cache:
-            cache.append(load_split(cfg.data, cfg.seed))
-        return cache[0]
-
+    split = _lazy_split(cfg)
     keys, root, fam = Keys(cfg, split), cfg.paths.artifacts_dir, cfg.family.name
 
     sets = _sets(cfg, split)
     _check_teacher_loops(cfg, sets)
-    no_pairs = artifact_dir(root, "pairs", fam, keys.pairs)
-    if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
-        keys.model = keys.sft  # known already: this job evaluates the SFT model (below), keyed as such
-    if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
+    runs = _plan(cfg, keys, sets)
+    if cfg.stage == REFERENCE:
         planned = reference.plan(cfg, keys.data, sets)
-        runs = [p.run_dir for p in planned]
     else:
         eval_keys = [keys.eval(cfg, s) for s in sets]
-        runs = [evaluate.run_dir_for(cfg, s.name, k) for s, k in zip(sets, eval_keys)]
     if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
         for r in runs:
             log.info("DONE %s already evaluated: %s", r.name, r)
