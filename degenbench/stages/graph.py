@@ -31,6 +31,7 @@ from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
 from degenbench.stages.pairs import DATASET, STATS, build_pairs
 from degenbench.stages.sample import CANDIDATES, sample_candidates
+from degenbench.stages.naming import run_dir_for
 from degenbench.stages.store import artifact_dir, build_once, is_complete, key_of, recorded
 from degenbench.stages.training import MODEL_DIR, result_settings, training_precision
 
@@ -125,7 +126,7 @@ def _plan(cfg: DictConfig, keys: Keys, sets: list[EvalSet]) -> list[Path]:
         keys.model = keys.sft
     if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
         return [p.run_dir for p in reference.plan(cfg, keys.data, sets)]
-    return [evaluate.run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
+    return [run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
 
 
 def _lazy_split(cfg: DictConfig) -> Callable[[], Split]:
