@@ -6,32 +6,32 @@ the stage's model on every evaluation set (`eval`).
   dpo:     base -> sft -> candidates -> pairs -> dpo(beta) -> eval
   reference: no model: the reference systems on every set (stages/reference.py)
 
-Each artifact is keyed by exactly what defines it (plus its prerequisites' keys): the settings
-that change the result, never paths, logging or checkpointing. A beta sweep builds SFT, candidates
-and pairs once per family, a trained model is reused across evaluation sets, and a finished job
-reruns in seconds.
+The graph is declared once, in GRAPH (each artifact: what it needs, what keys it, how it is built
+and checked, stages/builders.py) and STAGES (the artifact each stage evaluates); `build` walks it
+and Keys derives every key from it. Each artifact is keyed by exactly what defines it (plus its
+prerequisites' keys): the settings that change the result, never paths, logging or checkpointing.
+A beta sweep builds SFT, candidates and pairs once per family, a trained model is reused across
+evaluation sets, and a finished job reruns in seconds.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io, mitigation, provenance, standins
 from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split, teacher
 from degenbench.documents.evalsets import EvalSet, by_content, data_identity, eval_sets, for_set, generation
-from degenbench.families import load_processor, precision, release
-from degenbench.stages import evaluate, launch, reference
+from degenbench.families import precision
+from degenbench.stages import builders, evaluate, reference
+from degenbench.stages.builders import Job
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
-from degenbench.stages.judge import judge_candidates
-from degenbench.stages.pairs import DATASET, STATS, build_pairs
-from degenbench.stages.sample import CANDIDATES, sample_candidates
-from degenbench.stages.store import artifact_dir, build_once, is_complete, key_of, recorded
+from degenbench.stages.naming import run_dir_for
+from degenbench.stages.store import build_once, is_complete, key_of
 from degenbench.stages.training import MODEL_DIR, result_settings, training_precision
 
 log = logging.getLogger(__name__)
@@ -53,33 +53,96 @@ def base_spec(cfg: DictConfig) -> dict:
     return fam
 
 
+def _data(c: DictConfig, split: Callable[[], Split]) -> tuple:
+    # what trains: a content-keyed source's training pages (held-out pages key their own runs)
+    return data_identity(c.data, split().train if by_content(c.data) else None, c.paths.cache_dir), c.seed
+
+
+def _training(c: DictConfig, stage: DictConfig) -> dict:
+    spec = OmegaConf.to_container(stage, resolve=True)
+    spec["trainer"] = result_settings(stage.trainer)
+    return spec | {"processes": c.accelerate.num_processes, "precision": training_precision(c, stage.trainer)}
+
+
+def _sft(c: DictConfig, _) -> tuple:
+    sft = _training(c, c.sft)
+    if (loops := teacher.spec(c.data, c.family.name)) is not None:  # none: the key of before the option
+        sft["teacher_loops"] = loops
+    return (sft,)
+
+
+def _pairs(c: DictConfig, _) -> tuple:
+    rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}  # what is degenerate
+    return c.judge, c.pairs, rule
+
+
+def _dpo(c: DictConfig, _) -> tuple:
+    dpo = _training(c, c.dpo)
+    dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
+    return (dpo,)
+
+
+def _family(c: DictConfig) -> str:
+    return c.family.name
+
+
+def _per_beta(c: DictConfig) -> str:
+    return f"{c.family.name}-b{c.dpo.beta}"
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One node of the stage graph, in artifacts/<kind>/<name>-<key>/. Its key hashes the kind, the
+    keys of `needs` (in order) and `parts`; a source (no needs: the pages, the starting model) is
+    keyed by its parts alone."""
+    kind: str
+    needs: tuple[str, ...]
+    parts: Callable[[DictConfig, Callable[[], Split]], tuple]  # (cfg, the job's split) -> what defines it
+    build: Callable[[Job, Path], dict | None] | None = None  # (job, work folder) -> facts; None: not built here
+    resumable: bool = False  # the builder continues an interrupted build's work (store.build_once)
+    check: Callable[[Job, Path | None], None] | None = None  # once it is there, built or reused
+    instead: Callable[..., str | None] | None = None  # (cfg, keys[, note]) -> the artifact evaluated in its place
+    name: Callable[[DictConfig], str] = _family
+
+
+GRAPH: dict[str, Artifact] = {a.kind: a for a in (
+    Artifact("data", (), _data, check=builders.has_training_pages),
+    Artifact("base", (), lambda c, _: (base_spec(c),)),
+    Artifact("sft", ("base", "data"), _sft, builders.train_sft, resumable=True, check=builders.sft_checked),
+    Artifact("candidates", ("sft",), lambda c, _: (c.sampling, precision(c.family, c.device)),
+             builders.sample, resumable=True),
+    Artifact("pairs", ("candidates",), _pairs, builders.judge_and_pair, check=builders.pairs_checked),
+    Artifact("dpo", ("sft", "pairs"), _dpo, builders.train_dpo, resumable=True,
+             instead=builders.sft_without_pairs, name=_per_beta),
+)}
+STAGES = {"vanilla": "base", "sft": "sft", "dpo": "dpo"}  # the artifact a stage evaluates (reference: none)
+
+
+def order(kind: str) -> list[str]:
+    """`kind` after all it needs, each once: the order `build` visits them."""
+    out: list[str] = []
+    for need in GRAPH[kind].needs:
+        out += [k for k in order(need) if k not in out]
+    return out + [kind]
+
+
 class Keys:
-    """The artifact keys of one job's config."""
+    """The artifact keys of one job's config, one per GRAPH node, and `model`: the key of the
+    model the stage evaluates (reference: none)."""
+    data: str
+    base: str
+    sft: str
+    candidates: str
+    pairs: str
+    dpo: str
 
     def __init__(self, cfg: DictConfig, split: Callable[[], Split] | None = None):
-        c = cfg
-        # what trains: a content-keyed source's training pages (held-out pages key their own runs)
-        train = ((split or (lambda: load_split(c.data, c.seed)))().train if by_content(c.data) else None)
-        data = data_identity(c.data, train, c.paths.cache_dir)
-        self.data = key_of(data, c.seed)
-        self.base = key_of(base_spec(c))
-
-        def training(stage: DictConfig) -> dict:
-            spec = OmegaConf.to_container(stage, resolve=True)
-            spec["trainer"] = result_settings(stage.trainer)
-            return spec | {"processes": c.accelerate.num_processes, "precision": training_precision(c, stage.trainer)}
-
-        sft = training(c.sft)
-        if (loops := teacher.spec(c.data, c.family.name)) is not None:  # none: the key of before the option
-            sft["teacher_loops"] = loops
-        self.sft = key_of("sft", self.base, self.data, sft)
-        self.candidates = key_of("candidates", self.sft, c.sampling, precision(c.family, c.device))
-        rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
-        self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
-        dpo = training(c.dpo)
-        dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
-        self.dpo = key_of("dpo", self.sft, self.pairs, dpo)
-        self.model = {"vanilla": self.base, "sft": self.sft, "dpo": self.dpo}.get(c.stage)  # reference: none
+        split = split or (lambda: load_split(cfg.data, cfg.seed))
+        for kind, a in GRAPH.items():
+            parts = a.parts(cfg, split)
+            setattr(self, kind, key_of(kind, *(getattr(self, n) for n in a.needs), *parts) if a.needs
+                    else key_of(*parts))
+        self.model = getattr(self, STAGES[cfg.stage]) if cfg.stage in STAGES else None
 
     def eval(self, cfg: DictConfig, evalset: EvalSet) -> str:
         """The set's documents and decoding (its token budget: heldout@4x is keyed apart from heldout;
@@ -93,6 +156,27 @@ class Keys:
 
     def record(self) -> dict:
         return dict(vars(self))
+
+
+def build(job: Job, kind: str) -> str:
+    """Build or reuse `kind`, each of its needs first (depth first, each once), running every
+    node's check once it is there; returns the kind whose model is there: `kind`, or the one its
+    `instead` names (DPO without pairs: SFT)."""
+    if kind in job.dirs:
+        return kind
+    a = GRAPH[kind]
+    for need in a.needs:
+        build(job, need)
+    if a.instead is not None and (other := a.instead(job.cfg, job.keys, job.note)) is not None:
+        return build(job, other)
+    path = None
+    if a.build is not None:
+        path = build_once(job.cfg.paths.artifacts_dir, kind, a.name(job.cfg), getattr(job.keys, kind),
+                          lambda tmp: a.build(job, tmp), record=job.made, resumable=a.resumable)
+    job.dirs[kind] = path
+    if a.check is not None:
+        a.check(job, path)
+    return kind
 
 
 def _sets(cfg: DictConfig, split) -> list[EvalSet]:
@@ -118,14 +202,13 @@ def _check_teacher_loops(cfg: DictConfig, sets: list[EvalSet]) -> None:
 
 
 def _plan(cfg: DictConfig, keys: Keys, sets: list[EvalSet]) -> list[Path]:
-    """The run folders of a job's evaluation sets, from its keys (a DPO job whose pairs are known
-    to be empty evaluates the SFT model, keyed as such)."""
-    no_pairs = artifact_dir(cfg.paths.artifacts_dir, "pairs", cfg.family.name, keys.pairs)
-    if cfg.stage == "dpo" and cfg.dpo.on_no_pairs == "sft" and is_complete(no_pairs) and not recorded(no_pairs)["pairs"]:
-        keys.model = keys.sft
+    """The run folders of a job's evaluation sets, from its keys (where what is built already
+    decides that another artifact is evaluated, e.g. DPO without pairs: keyed as that one)."""
     if cfg.stage == REFERENCE:  # keyed by the data, seed, set and system: no family, no beta
         return [p.run_dir for p in reference.plan(cfg, keys.data, sets)]
-    return [evaluate.run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
+    if (instead := GRAPH[STAGES[cfg.stage]].instead) is not None and (other := instead(cfg, keys)) is not None:
+        keys.model = getattr(keys, other)
+    return [run_dir_for(cfg, s.name, keys.eval(cfg, s)) for s in sets]
 
 
 def _lazy_split(cfg: DictConfig) -> Callable[[], Split]:
@@ -137,6 +220,28 @@ def _lazy_split(cfg: DictConfig) -> Callable[[], Split]:
             cache.append(load_split(cfg.data, cfg.seed))
         return cache[0]
     return split
+
+
+def _load_sets(cfg: DictConfig, sets: list[EvalSet], train: list) -> tuple[dict[str, list], Callable]:
+    """Each set's documents by set name (pages held by two sets, heldout and heldout@4x, loaded
+    once), none of them a training page; and the guard that checks other ids (what an artifact
+    trained on) against them: no evaluated page of `data` is ever trained on."""
+    docs: dict[str, EvalSet] = {}
+    for s in sets:
+        docs.setdefault(key_of(s.identity), s)
+    loaded = {k: s.load() for k, s in docs.items()}
+    evaluated = {s.name: loaded[key_of(s.identity)] for s in sets}
+
+    def guard(used_ids, what: str) -> None:
+        for s in sets:
+            if not s.external:  # ids mean something within one source only
+                assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
+
+    guard([d.id for d in train], "the training split")
+    for s in docs.values():
+        if s.external:  # another source: compared with the training pages by content
+            assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}", cfg.paths.cache_dir)
+    return evaluated, guard
 
 
 def run_dirs(cfg: DictConfig) -> list[Path]:
@@ -157,95 +262,29 @@ def job_runs(cfg: DictConfig) -> list[Path]:
         raise ValueError("family.size=shape has random weights: it is for speed and memory benchmarks "
                          "(benchmarks/), never for a run whose quality is reported; use size=tiny or real")
     split = _lazy_split(cfg)
-    keys, root, fam = Keys(cfg, split), cfg.paths.artifacts_dir, cfg.family.name
-
-    sets = _sets(cfg, split)
+    keys, sets = Keys(cfg, split), _sets(cfg, split)
     _check_teacher_loops(cfg, sets)
     runs = _plan(cfg, keys, sets)
-    if cfg.stage == REFERENCE:
-        planned = reference.plan(cfg, keys.data, sets)
-    else:
-        eval_keys = [keys.eval(cfg, s) for s in sets]
     if all(is_complete(r) for r in runs):  # nothing to do: not even the documents are loaded
         for r in runs:
             log.info("DONE %s already evaluated: %s", r.name, r)
         return runs
     train = split().train
-    docs: dict[str, EvalSet] = {}  # each set of documents once: heldout@4x holds heldout's pages
-    for s in sets:
-        docs.setdefault(key_of(s.identity), s)
-    loaded = {k: s.load() for k, s in docs.items()}
-    evaluated = {s.name: loaded[key_of(s.identity)] for s in sets}
-
-    def guard(used_ids, what: str) -> None:  # no evaluated page of `data` is ever trained on
-        for s in sets:
-            if not s.external:  # ids mean something within one source only
-                assert_no_heldout([d.id for d in evaluated[s.name]], used_ids, what, s.name)
-
-    guard([d.id for d in train], "the training split")
-    for s in docs.values():
-        if s.external:  # another source: compared with the training pages by content
-            assert_no_shared_pages(evaluated[s.name], train, f"eval set {s.name!r}", cfg.paths.cache_dir)
+    evaluated, guard = _load_sets(cfg, sets, train)
     if cfg.stage == REFERENCE:
         return [reference.run(cfg, p, evaluated[p.evalset.name], train, {"keys": {"data": keys.data}})
-                for p in planned]
-    model_dir, note = None, {}
-    made = {"provenance": provenance.collect(cfg)}  # kept in every artifact this job builds
+                for p in reference.plan(cfg, keys.data, sets)]
 
-    if cfg.stage in ("sft", "dpo"):
-        if not train:
-            raise ValueError(f"stage={cfg.stage} needs training documents, but data.heldout="
-                             f"{cfg.data.heldout} holds out all of them")
-        sft_dir = build_once(root, "sft", fam, keys.sft, lambda tmp: launch.train(cfg, "sft", tmp),
-                             record=made, resumable=True)
-        guard(recorded(sft_dir)["doc_ids"], f"the SFT data of {sft_dir}")
-        if loops := recorded(sft_dir).get("teacher_loops"):  # which training pages carried a teacher loop
-            note["teacher_loops"] = {k: v for k, v in loops.items() if k != "pages"} | {
-                "ids": [p["id"] for p in loops["pages"]]}
-        model_dir = sft_dir / MODEL_DIR
-
-    if cfg.stage == "dpo":
-        by_id = {d.id: d for d in train}
-
-        def sample(tmp):
-            model, processor = evaluate.generation_model(cfg, sft_dir / MODEL_DIR, cfg.sampling, [cfg.sampling])
-            try:
-                return sample_candidates(cfg, model, processor, train, tmp)
-            finally:
-                release(model)  # the engine's memory goes before DPO trains
-
-        def pairs(tmp):
-            cands = pd.read_parquet(cand_dir / CANDIDATES)
-            return build_pairs(cfg, by_id, judge_candidates(cfg, by_id, cands), tmp, load_processor(cfg.family))
-
-        cand_dir = build_once(root, "candidates", fam, keys.candidates, sample, record=made, resumable=True)
-        pairs_dir = build_once(root, "pairs", fam, keys.pairs, pairs, record=made)
-        note["pairs"] = {"key": keys.pairs, "dir": str(pairs_dir), "stats": recorded(pairs_dir, STATS)}
-        if recorded(pairs_dir)["pairs"] == 0:
-            why = f"{pairs_dir} holds no pairs (see its stats.json): no candidate was rejectable"
-            if cfg.dpo.on_no_pairs != "sft":
-                raise ValueError(f"{why}; sample more (sampling.n), change pairs.rejected, or set "
-                                 "dpo.on_no_pairs=sft to evaluate the SFT model as this DPO run")
-            # A model that never loops in sampling gives DPO nothing to correct: evaluate the SFT
-            # model unchanged, recorded as such, instead of failing a whole sweep.
-            log.warning("%s: evaluating the SFT model unchanged (dpo.on_no_pairs=sft)", why)
-            note["dpo_skipped"] = why
-        else:
-            pair_ids = list(datasets.load_from_disk(str(pairs_dir / DATASET))["doc_id"])
-            guard(pair_ids, f"the pairs of {pairs_dir}")
-            dpo_dir = build_once(root, "dpo", f"{fam}-b{cfg.dpo.beta}", keys.dpo,
-                                 lambda tmp: launch.train(cfg, "dpo", tmp, sft_dir=sft_dir, pairs_dir=pairs_dir),
-                                 record=made, resumable=True)
-            model_dir = dpo_dir / MODEL_DIR
-
-    if "dpo_skipped" in note:  # the model evaluated is the SFT model: keyed as such, so the SFT
-        # job's runs (and the other betas') are this job's results, reused rather than generated
-        keys.model = keys.sft
-        eval_keys = [keys.eval(cfg, s) for s in sets]
-    record = {"keys": keys.record(), **note}
+    job = Job(cfg, keys, train, guard, made={"provenance": provenance.collect(cfg)})
+    kind = build(job, STAGES[cfg.stage])
+    # the model evaluated, keyed as what it is: a DPO job without pairs evaluates the SFT model, so
+    # the SFT job's runs (and the other betas') are this job's results, reused rather than generated
+    keys.model = getattr(keys, kind)
+    model_dir = job.dirs[kind] / MODEL_DIR if job.dirs[kind] is not None else None
+    record = {"keys": keys.record(), **job.note}
     done: dict[str, Path] = {}
-    for s, k in zip(sets, eval_keys):  # a k x budget set after its 1x set extends the 1x run
-        done[s.name] = evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, k, record | {
-            "budget": {"multiplier": s.budget, "base_set": s.base, "max_new_tokens": generation(cfg, s).max_new_tokens}},
-            base_run=done.get(s.base) if s.budget > 1 else None)
+    for s in sets:  # a k x budget set after its 1x set extends the 1x run
+        budget = {"multiplier": s.budget, "base_set": s.base, "max_new_tokens": generation(cfg, s).max_new_tokens}
+        done[s.name] = evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, keys.eval(cfg, s),
+                                    record | {"budget": budget}, base_run=done.get(s.base) if s.budget > 1 else None)
     return [done[s.name] for s in sets]

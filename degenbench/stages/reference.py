@@ -33,7 +33,8 @@ from degenbench.config import REFERENCE
 from degenbench.documents import Document, iter_pages
 from degenbench.documents.evalsets import EvalSet
 from degenbench.metrics import score_output, settings
-from degenbench.stages import evaluate, store
+from degenbench.stages import store
+from degenbench.stages.runfiles import write_run
 
 log = logging.getLogger(__name__)
 SIZE = "-"  # a reference system has no model size
@@ -103,8 +104,8 @@ def _run(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document
     table, skipped = _outputs(cfg, p, docs, train, p.run_dir / "shards")
     prov = provenance.collect(cfg)
     prov.pop("checkpoint", None)  # the job's family is no part of a reference run: `system` says what ran
-    evaluate.write_run(cfg, p.run_dir, p.key, table, skipped, _ids(cfg, p), {"system": p.spec, **note}, prov,
-                       group=p.system)
+    write_run(cfg, p.run_dir, p.key, table, skipped, _ids(cfg, p), {"system": p.spec, **note}, prov,
+              group=p.system)
 
 
 def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document],
