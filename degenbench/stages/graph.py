@@ -29,6 +29,7 @@ from degenbench.families import load_processor, precision, release
 from degenbench.stages import evaluate, launch, reference
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
 from degenbench.stages.judge import judge_candidates
+from degenbench.stages.judge import key_spec as judge_key
 from degenbench.stages.pairs import DATASET, STATS, build_pairs
 from degenbench.stages.sample import CANDIDATES, sample_candidates
 from degenbench.stages.store import artifact_dir, build_once, is_complete, key_of, recorded
@@ -75,7 +76,7 @@ class Keys:
         self.sft = key_of("sft", self.base, self.data, sft)
         self.candidates = key_of("candidates", self.sft, c.sampling, precision(c.family, c.device))
         rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}
-        self.pairs = key_of("pairs", self.candidates, c.judge, c.pairs, rule)
+        self.pairs = key_of("pairs", self.candidates, judge_key(c.judge), c.pairs, rule)
         dpo = training(c.dpo)
         dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
         self.dpo = key_of("dpo", self.sft, self.pairs, dpo)
