@@ -59,9 +59,10 @@ def locate(path: str, key: str):
 
 
 def check(node: DictConfig | dict, key: str, shipped: dict[str, str], name, what: str,
-          needs: Iterable[str] = ()) -> object:
-    """The located target, refused in one line where it is not importable, not callable, or a
-    class without the methods a `what` has (`needs`). A function's result is checked when built."""
+          needs: Iterable[str] = (), own: Iterable[str] = (), runtime: Iterable[str] = ()) -> object:
+    """The located target, refused in one line where it is not importable, not callable, a class
+    without the methods a `what` has (`needs`), or one that does not take the node's settings (less
+    `own`; with the `runtime` arguments it takes). A function's result is checked when built."""
     path = target(node, key, shipped, name)
     obj = locate(path, key)
     if not callable(obj):
@@ -71,6 +72,16 @@ def check(node: DictConfig | dict, key: str, shipped: dict[str, str], name, what
     if lacking:
         raise ValueError(f"{key}._target_={path!r} is not a {what}: it has no {', '.join(lacking)} method "
                          f"({HOW})")
+    try:
+        sig = inspect.signature(obj)
+    except (TypeError, ValueError):  # no signature to check against: the call says what is wrong
+        return obj
+    settings = {k: None for k in node if k not in own and not str(k).startswith("_")}  # names, not values
+    settings |= {k: None for k in _accepts(obj, runtime)}
+    try:
+        sig.bind_partial(**settings) if node.get("_partial_") else sig.bind(**settings)
+    except TypeError as e:  # a typo in the YAML, or a required setting it lacks: the config's fault
+        raise ValueError(f"{key}: {path} does not take these settings ({e}); its parameters are {sig}") from e
     return obj
 
 
@@ -93,7 +104,7 @@ def build(node: DictConfig | dict, key: str, shipped: dict[str, str], name, what
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    obj = check(node, key, shipped, name, what, needs)
+    obj = check(node, key, shipped, name, what, needs, own, runtime)
     path = target(node, key, shipped, name)
     node = node if isinstance(node, DictConfig) else OmegaConf.create(node)
     unset = [k for k in node if k not in own and OmegaConf.is_missing(node, k)]
@@ -102,17 +113,6 @@ def build(node: DictConfig | dict, key: str, shipped: dict[str, str], name, what
     settings = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in own}
     settings["_target_"] = path
     passed = {k: runtime[k] for k in _accepts(obj, runtime)}
-    try:
-        sig = inspect.signature(obj)
-    except (TypeError, ValueError):  # no signature to check against: the call says what is wrong
-        sig = None
-    if sig is not None:  # a setting the target does not take is the config's fault: say which key
-        args = {k: v for k, v in settings.items() if not k.startswith("_")} | passed
-        try:
-            sig.bind_partial(**args) if settings.get("_partial_") else sig.bind(**args)
-        except TypeError as e:
-            raise ValueError(f"{key}: {path} does not take these settings ({e}); its parameters are "
-                             f"{sig}") from e
     try:
         return instantiate(OmegaConf.create(settings), **passed)
     except InstantiationException as e:

@@ -152,9 +152,11 @@ def _known(cfg: DictConfig) -> list[str]:
 
 
 def check(cfg: DictConfig) -> None:
-    """Every listed system's target, refused in one line where it is not importable or callable."""
+    """Every listed system's target, refused in one line where it is not importable, not callable,
+    or does not take its settings."""
     for name in systems(cfg):
-        extension.check(cfg.reference[name], f"reference.{name}", SHIPPED, name, SYSTEM)
+        extension.check(cfg.reference[name], f"reference.{name}", SHIPPED, name, SYSTEM,
+                        runtime=("max_image_pixels",))
 
 
 def build(cfg: DictConfig, name: str) -> Callable[[list[Document], list[Document]], list[str]]:
@@ -168,7 +170,8 @@ def spec(cfg: DictConfig, system: str, built=None) -> dict:
     `spec()` where it has one (Tesseract's), else its name; a target that is not the shipped one
     for its name adds itself and its settings."""
     built = build(cfg, system) if built is None else built
-    out = built.spec() if callable(getattr(built, "spec", None)) else {"system": system}  # the blind baselines: no settings
+    # the blind baselines have no settings: their name is all
+    out = built.spec() if callable(getattr(built, "spec", None)) else {"system": system}
     node = extension.key_spec(cfg.reference[system], SHIPPED, system)
     if "_target_" in node:
         node.pop("_partial_", None)

@@ -170,6 +170,8 @@ def test_a_bad_target_is_one_line_naming_the_key_before_any_job(user, tmp_path):
     assert "judge._target_='no_such_pkg.Judge' cannot be imported" in line and "PYTHONPATH" in line
     line = one_error(root, *user, "stage=dpo", "judge=shortest", "judge._target_=my_degen_ext.NotAJudge")
     assert "judge._target_='my_degen_ext.NotAJudge' is not a judge: it has no quality method" in line
+    line = one_error(root, *user, "stage=dpo", "judge=shortest", "+judge.wieght=1")  # a typo in the YAML
+    assert line.startswith("degenbench: judge: my_degen_ext.ShortestJudge does not take these settings")
     line = one_error(root, *user, "data=folder-pages", "data._target_=my_degen_ext.no_such_source", "data.folder=x")
     assert "data._target_='my_degen_ext.no_such_source': my_degen_ext has no 'no_such_source'" in line
     line = one_error(root, "stage=reference", "reference.systems=[blind-answer,mine]")

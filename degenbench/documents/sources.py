@@ -30,8 +30,9 @@ OWN = ("source", "heldout", "validation", "eval_only", "max_new_tokens", "max_im
 
 
 def check(data: DictConfig | dict, key: str = "data"):
-    """The source's function, refused in one line where it is not importable or not callable."""
-    return extension.check(data, key, SHIPPED, data.get("source"), "document source")
+    """The source's function, refused in one line where it is not importable, not callable, or does
+    not take the data config's settings."""
+    return extension.check(data, key, SHIPPED, data.get("source"), "document source", own=OWN)
 
 
 def key_spec(data: DictConfig | dict) -> dict:

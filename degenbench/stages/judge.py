@@ -172,11 +172,14 @@ class LLMJudge:
 # judge.kind -> the class a config without `_target_` names (and whose target keys leave out)
 SHIPPED = {"reference": "degenbench.stages.judge.ReferenceJudge", "llm": "degenbench.stages.judge.LLMJudge"}
 OWN = ("kind", "min_score", "require_json")  # read here, around the judge's quality: not its arguments
+RUNTIME = ("device", "max_image_pixels")  # passed where the judge's signature takes them
 
 
 def check(judge: DictConfig):
-    """The judge's class, refused in one line where it is not importable or not a judge."""
-    return extension.check(judge, "judge", SHIPPED, judge.get("kind"), "judge", needs=("quality",))
+    """The judge's class, refused in one line where it is not importable, not a judge, or does not
+    take the judge config's settings."""
+    return extension.check(judge, "judge", SHIPPED, judge.get("kind"), "judge", needs=("quality",), own=OWN,
+                           runtime=RUNTIME)
 
 
 def build(judge: DictConfig, device: str = "auto", max_image_pixels: int | None = None):
