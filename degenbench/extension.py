@@ -44,8 +44,9 @@ def locate(path: str, key: str):
         try:
             obj = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
-            if e.name is not None and not module_name.startswith(e.name):  # the module exists, an import in it fails
-                raise ValueError(f"{key}._target_={path!r}: importing {module_name} fails ({e}); "
+            missing = e.name is None or module_name == e.name or module_name.startswith(e.name + ".")
+            if not missing:  # the module exists, but an import inside it fails
+                raise ValueError(f"{key}._target_={path!r}: its module is found, but importing it fails ({e}); "
                                  "install what it imports") from e
             continue
         for attr in parts[cut:]:

@@ -192,3 +192,13 @@ def test_a_setting_the_target_does_not_take_names_the_key(user):
     with pytest.raises(ValueError, match=r"data names 'manifest' but its _target_ is "
                                          r"'degenbench.documents.synthetic.generate'"):
         load_documents(compose(["data.source=manifest"]).data)
+
+
+def test_a_target_whose_module_fails_to_import_says_so(tmp_path, monkeypatch):
+    from degenbench.stages.judge import check
+
+    (tmp_path / "broken_ext.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^judge._target_='broken_ext.Judge': its module is found, but importing it "
+                                         r"fails \(No module named 'no_such_dependency'\)"):
+        check(compose(["judge._target_=broken_ext.Judge"]).judge)
