@@ -46,12 +46,22 @@ def identity(cfg: DictConfig) -> str:
 
 def check(cfg: DictConfig) -> None:
     """Everything a job can be refused for without loading a document: ranges and choices
-    (config.validate) and the evaluation sets' names and budgets (evalsets.check)."""
+    (config.validate), the evaluation sets' names and budgets (evalsets.check), and the `_target_`
+    of each extension point the stage reads: the data source, the judge, the reference systems."""
+    from degenbench import references
     from degenbench.config import validate
     from degenbench.documents.evalsets import check as check_sets
+    from degenbench.documents.sources import check as check_source
+    from degenbench.stages.judge import check as check_judge
 
     validate(cfg)
+    check_source(cfg.data)
     check_sets(cfg)
+    unread = NOT_READ.get(cfg.stage, ())
+    if "judge" not in unread:
+        check_judge(cfg.judge)
+    if "reference" not in unread:
+        references.check(cfg)
 
 
 def one_line(error: BaseException) -> str:

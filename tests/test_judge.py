@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, AutoConfig, AutoModelForCausalLM, AutoMo
 
 from degenbench.config import PACKAGE, compose
 from degenbench.documents import synthetic
-from degenbench.stages.judge import JUDGES, judge_candidates, parse_score
+from degenbench.stages.judge import build, judge_candidates, parse_score
 
 STANDIN = str(PACKAGE / "standins" / "qwen2.5-vl-3b")  # the shipped tiny Qwen2.5-VL: its tokenizer, template, processor
 
@@ -103,7 +103,7 @@ def received(judge, doc, text):
 @pytest.mark.parametrize("use_reference", [True, False])
 def test_vlm_judge_sees_page_and_reference_through_its_template(vlm_judge, use_reference):
     cfg = compose(["judge=llm", f"judge.model={vlm_judge}", f"judge.use_reference={use_reference}"])
-    judge = JUDGES["llm"](cfg.judge, device="cpu")
+    judge = build(cfg.judge, device="cpu")
     doc = synthetic.generate(1, seed=0)[0]
     candidate = '{"header": "", "margin": "", "footer": "", "text": "a candidate"}'
     quality, seen = received(judge, doc, candidate)
@@ -160,14 +160,14 @@ def test_text_judge_out_of_range_reply_is_counted_not_clamped(text_judge, caplog
         judged = judge_candidates(cfg, docs, cands)
     assert judged["judge_reply"].tolist() == ["Score:12"] and judged["judge_score"].isna().all()
     assert judged["quality"].tolist() == [0.0] and judged.attrs["judge"] == {"judged": 1, "unparsed": 1}
-    assert "LLM judge gave no score for 1 of 1 candidates" in caplog.text
+    assert "the llm judge gave no score for 1 of 1 candidates" in caplog.text
 
 
 def test_judge_config_errors_name_the_field(text_judge):
     with pytest.raises(ValueError, match="judge.model is not set"):
-        JUDGES["llm"](compose(["judge=llm"]).judge, device="cpu")
+        build(compose(["judge=llm"]).judge, device="cpu")
     with pytest.raises((OSError, ValueError), match="judge.page=true"):  # a text-only model cannot see the page
-        JUDGES["llm"](compose(["judge=llm", f"judge.model={text_judge}"]).judge, device="cpu")
+        build(compose(["judge=llm", f"judge.model={text_judge}"]).judge, device="cpu")
     with pytest.raises(ValueError, match="judge.model_class='transformers.NoSuchModel'"):
-        JUDGES["llm"](compose(["judge=llm", f"judge.model={text_judge}",
-                               "judge.model_class=transformers.NoSuchModel"]).judge, device="cpu")
+        build(compose(["judge=llm", f"judge.model={text_judge}",
+                       "judge.model_class=transformers.NoSuchModel"]).judge, device="cpu")

@@ -34,18 +34,18 @@ def doc(i, header, margin, footer, text):
 def test_blind_answer_is_the_most_common_training_answer():
     train = [doc(0, "A", "m1", "f1", "x"), doc(1, "B", "m2", "f2", "y"), doc(2, "B", "m2", "f2", "y"),
              doc(3, "C", "m1", "f1", "z")]
-    out = references.blind_answer(None, train, train[:3])
+    out = references.blind_answer(train, train[:3])
     assert out == [train[1].answer] * 3
     # a tie goes to the answer seen first in the training documents (the seeded split's order)
     tie = [train[0], train[3], train[1]]
-    assert references.blind_answer(None, tie, tie[:1]) == [train[0].answer]
-    assert references.blind_answer(None, tie[::-1], tie[:1]) == [train[1].answer]
+    assert references.blind_answer(tie, tie[:1]) == [train[0].answer]
+    assert references.blind_answer(tie[::-1], tie[:1]) == [train[1].answer]
 
 
 def test_blind_fields_assembles_each_fields_most_common_value():
     train = [doc(0, "A", "m1", "f1", "x"), doc(1, "A", "m2", "f2", "y"), doc(2, "B", "m2", "f3", "y"),
              doc(3, "C", "m3", "f3", "z"), doc(4, "D", "m1", "f4", "y")]
-    (out,) = references.blind_fields(None, train, train[:1])
+    (out,) = references.blind_fields(train, train[:1])
     # header A (2), margin m1/m2 tie -> m1 (seen first), footer f3 (2), text y (3): an answer no
     # training page has
     assert out == truth_json({"header": "A", "margin": "m1", "footer": "f3", "text": "y"})
@@ -58,8 +58,8 @@ def test_tesseract_reads_a_synthetic_page_far_better_than_the_blind_baselines():
     cfg = compose(["stage=reference"])
     pages = synthetic.generate(6, 0, **PAGE)
     train = synthetic.generate(24, 0, first=100, **PAGE)
-    ocr = references.tesseract(cfg, train, pages)
-    blind = references.blind_fields(cfg, train, pages)
+    ocr = references.build(cfg, "tesseract")(train, pages)
+    blind = references.blind_fields(train, pages)
     def mean_cer(outputs):  # scored as a run scores them
         m = settings(cfg.metrics)
         return sum(score_output(d, o, False, [], m)["cer"] for d, o in zip(pages, outputs)) / len(pages)
@@ -72,7 +72,7 @@ def test_tesseract_reads_a_synthetic_page_far_better_than_the_blind_baselines():
     # pages read side by side come back in the documents' order, as one at a time reads them;
     # the worker count is not part of what defines the outputs (the run key)
     one = compose(["stage=reference", "reference.tesseract.workers=1"])
-    assert references.tesseract(one, train, pages) == ocr
+    assert references.build(one, "tesseract")(train, pages) == ocr
     assert references.spec(one, "tesseract") == spec
 
 

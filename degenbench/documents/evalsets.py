@@ -31,7 +31,8 @@ from degenbench import io
 from degenbench.config import CONF_DIR
 from degenbench.documents.identity import documents_identity
 from degenbench.documents.record import Document
-from degenbench.documents.sources import Split, load_documents
+from degenbench.documents.sources import Split, key_spec, load_documents
+from degenbench.documents.sources import check as check_source
 
 SPLITS = ("heldout", "validation")
 # data settings that do not define the documents: the generation budget is generation.*'s, and
@@ -89,7 +90,7 @@ def data_identity(data: DictConfig | dict, docs: list[Document] | None = None, c
     documents a key stands for, e.g. one split's), their content (documents/identity.py) in place
     of `path`: every image's bytes and every truth, so an edited page changes the keys of exactly
     the artifacts and runs it feeds, and a moved or copied set keeps them."""
-    spec = OmegaConf.to_container(data, resolve=True) if isinstance(data, DictConfig) else dict(data)
+    spec = key_spec(data)  # a user's own source: its `_target_` is part of the identity
     for k in NOT_DOCUMENTS:
         spec.pop(k, None)
     if not spec.get("repetitive_pages"):  # no repetitive pages: the documents (and keys) of before the option
@@ -208,7 +209,8 @@ def _check_name(name: str, where: str) -> None:
 def check(cfg: DictConfig) -> None:
     """What eval_sets would refuse, found without loading a document (the command line checks every
     job of a sweep with it before any folder is made): an unknown entry, a budget <= 0, a set named
-    like a split, validation without data.validation, two sets named alike."""
+    like a split, validation without data.validation, two sets named alike, a source that cannot
+    be built (its `_target_`)."""
     names, folders = [], searchpath(cfg)
     for i, entry in enumerate(cfg.get("eval") or ["heldout"]):
         where = f"eval[{i}]"
@@ -217,8 +219,9 @@ def check(cfg: DictConfig) -> None:
             _check_split(entry, cfg, where)
             name = entry
         else:
-            name, _ = _external(entry, where, folders)
+            name, spec = _external(entry, where, folders)
             _check_name(name, where)
+            check_source(spec, where)
         names.append(budget_name(name, budget))
     if len(set(names)) < len(names):
         raise ValueError(f"eval has two sets named alike ({names}); give mappings a `name`")
@@ -235,6 +238,6 @@ def _one(entry, cfg: DictConfig, split, data: dict, where: str, cache: str) -> E
     name, spec = _external(entry, where, searchpath(cfg))
     _check_name(name, where)
     if by_content(spec):
-        docs = load_documents(spec)
+        docs = load_documents(spec, where)
         return EvalSet(name, {"data": data_identity(spec, docs, cache)}, lambda: docs, external=True)
-    return EvalSet(name, {"data": data_identity(spec)}, lambda: load_documents(spec), external=True)
+    return EvalSet(name, {"data": data_identity(spec)}, lambda: load_documents(spec, where), external=True)

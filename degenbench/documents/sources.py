@@ -1,28 +1,60 @@
-"""Document sources (synthetic, JSONL manifest, HF datasets) and the seeded train / held-out split."""
+"""Document sources (synthetic, JSONL manifest, HF datasets) and the seeded train / held-out split.
+
+A source is built from `data._target_` (degenbench/extension.py): a function (or class) called with
+the data config's settings less degenbench's own (OWN: the split, the generation budget, page
+checks, teacher loops) that returns the documents (record.make_document). A user's own source is
+one in their package, named by `_target_` in their conf/data YAML.
+"""
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from degenbench import extension
 from degenbench.documents import synthetic
 from degenbench.documents.record import Document, make_document
 
+# data.source -> the function a config without `_target_` names (and whose target keys leave out)
+SHIPPED = {"synthetic": "degenbench.documents.synthetic.generate",
+           "manifest": "degenbench.documents.sources.read_manifest",
+           "hf": "degenbench.documents.sources.read_hf"}
+# data settings degenbench reads around a source: not its arguments
+OWN = ("source", "heldout", "validation", "eval_only", "max_new_tokens", "max_image_pixels", "teacher_loops",
+       "teacher_loop_tokens")
 
-def load_documents(data: DictConfig) -> list[Document]:
+
+def check(data: DictConfig | dict, key: str = "data"):
+    """The source's function, refused in one line where it is not importable, not callable, or does
+    not take the data config's settings."""
+    return extension.check(data, key, SHIPPED, data.get("source"), "document source", own=OWN)
+
+
+def key_spec(data: DictConfig | dict) -> dict:
+    """The data config as keys hold it (a shipped `_target_` left out: the keys of before)."""
+    return extension.key_spec(data, SHIPPED, data.get("source"))
+
+
+def load_documents(data: DictConfig, key: str = "data") -> list[Document]:
     """All documents of the configured source, validated; duplicate ids are an error."""
-    loaders = {"synthetic": _synthetic, "manifest": _manifest, "hf": _hf}
-    if data.source not in loaders:
-        raise ValueError(f"data.source={data.source!r} is unknown; use one of {sorted(loaders)}")
-    docs = loaders[data.source](data)
+    made = extension.build(data, key, SHIPPED, data.get("source"), "document source", own=OWN)
+    target = extension.target(data, key, SHIPPED, data.get("source"))
+    many = isinstance(made, Iterable) and not isinstance(made, (str, bytes, dict))
+    docs = list(made) if many else [made]  # a list, or any iterable, of documents
+    bad = next((d for d in docs if not isinstance(d, Document)), None)
+    if bad is not None:
+        raise ValueError(f"{key}._target_={target!r} gave a {type(bad).__name__} among its documents: a source "
+                         f"returns a list of degenbench.documents.Document (record.make_document) ({extension.HOW})")
+    name = data.get("source") or target
     dupes = [i for i, n in Counter(d.id for d in docs).items() if n > 1]
     if dupes:
         rows = "; ".join(f"{i!r} at {', '.join(d.where for d in docs if d.id == i)}" for i in dupes[:3])
-        raise ValueError(f"{data.source} source has duplicate document ids {dupes[:5]}"
+        raise ValueError(f"{name} source has duplicate document ids {dupes[:5]}"
                          f"{' ...' if len(dupes) > 5 else ''} ({rows}); ids must be unique: give each "
                          "row its own 'id' (manifest) or set data.columns.id to a unique column (hf)")
     return docs
@@ -40,9 +72,9 @@ def load_split(data: DictConfig, seed: int) -> Split:
     pages, `data.eval_only` further pages held out by construction: more evaluation power without
     changing which pages are trained on."""
     extra = data.get("eval_only") or 0
-    if extra and data.source != "synthetic":
+    if extra and extension.target(data, "data", SHIPPED, data.get("source")) != SHIPPED["synthetic"]:
         raise ValueError(f"data.eval_only={extra} adds synthetic pages, but data.source="
-                         f"{data.source!r}; hold out more of your documents with data.heldout")
+                         f"{data.get('source')!r}; hold out more of your documents with data.heldout")
     rest, held = split(load_documents(data), seed, data.heldout)
     validation = []
     if data.get("validation"):
@@ -57,17 +89,18 @@ def load_split(data: DictConfig, seed: int) -> Split:
     return Split(train, validation, held + (_synthetic(data, n=extra, first=data.n_docs) if extra else []))
 
 
-def _synthetic(data: DictConfig, n: int | None = None, first: int = 0) -> list[Document]:
-    return synthetic.generate(data.n_docs if n is None else n, data.seed, cols=data.cols,
+def _synthetic(data: DictConfig, n: int, first: int) -> list[Document]:
+    """data.eval_only's pages: the synthetic stream's pages after the source's."""
+    return synthetic.generate(n, data.seed, cols=data.cols,
                               margin_cols=data.margin_cols, body_lines=data.body_lines, cell=data.cell,
                               repetitive=data.repetitive, first=first,
                               repetitive_pages=data.get("repetitive_pages", 0.0))
 
 
-def _manifest(data: DictConfig) -> list[Document]:
+def read_manifest(path: str) -> list[Document]:
     """JSONL, one document per line: {"image": path, "truth": {...} or "...json...",
     optional "id" and "text"}. Image paths are relative to the manifest's folder."""
-    path = Path(data.path)
+    path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist; set data.path to a JSONL file")
     docs = []
@@ -113,12 +146,14 @@ def _manifest(data: DictConfig) -> list[Document]:
     return docs
 
 
-def _hf(data: DictConfig) -> list[Document]:
+def read_hf(columns: DictConfig, split: str = "test", name: str | None = None, revision: str | None = None,
+            path: str | None = None) -> list[Document]:
     """An HF dataset on the hub (data.name, data.revision) or on disk (data.path: a save_to_disk
     folder, or a local copy of a hub repository), its data.split, with a column mapping; the page
     is an Image column or a column of base64-encoded image files (DharmaOCR's `image_base64`)."""
     import datasets
 
+    data = OmegaConf.create({"name": name, "revision": revision, "path": path, "split": split, "columns": columns})
     saved = data.get("path") and any(Path(data.path, f).is_file() for f in ("dataset_dict.json", "state.json"))
     if saved:  # save_to_disk's folder
         ds = datasets.load_from_disk(data.path)

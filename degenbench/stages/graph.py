@@ -30,6 +30,7 @@ from degenbench.families import precision
 from degenbench.stages import builders, evaluate, reference
 from degenbench.stages.builders import Job
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
+from degenbench.stages.judge import key_spec as judge_key
 from degenbench.stages.naming import run_dir_for
 from degenbench.stages.store import build_once, is_complete, key_of
 from degenbench.stages.training import MODEL_DIR, result_settings, training_precision
@@ -73,7 +74,7 @@ def _sft(c: DictConfig, _) -> tuple:
 
 def _pairs(c: DictConfig, _) -> tuple:
     rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}  # what is degenerate
-    return c.judge, c.pairs, rule
+    return judge_key(c.judge), c.pairs, rule
 
 
 def _dpo(c: DictConfig, _) -> tuple:

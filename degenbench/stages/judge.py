@@ -1,4 +1,10 @@
-"""Judges: score each candidate. Degeneration is always the rule; quality comes from the judge."""
+"""Judges: score each candidate. Degeneration is always the rule; quality comes from the judge.
+
+A judge is built from `judge._target_` (degenbench/extension.py): a class whose instances have
+`quality(doc, text) -> float` in [0, 1], its keyword arguments the judge config's settings less
+`kind`, `min_score` and `require_json` (the rule around it, applied here), plus `device` and
+`max_image_pixels` where it takes them. One that keeps what it said (the LLM judge) also has
+`counts()` and `last_reply` / `last_score`; `close()`, where it has one, frees it after judging."""
 from __future__ import annotations
 
 import json
@@ -10,6 +16,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from degenbench import extension
 from degenbench.documents import Document
 from degenbench.metrics import is_degenerate, paper_score, parse_prediction
 
@@ -18,9 +25,6 @@ log = logging.getLogger(__name__)
 
 class ReferenceJudge:
     """Quality = the paper's score against the truth (plain text)."""
-
-    def __init__(self, cfg: DictConfig, **_):
-        self.cfg = cfg
 
     def quality(self, doc: Document, text: str) -> float:
         return paper_score(doc.text, parse_prediction(text)[1])
@@ -63,17 +67,16 @@ class LLMJudge:
     VLM; judge.page) and the reference truth (judge.use_reference), through its own chat template,
     and decodes greedily with degenbench's settings, not its checkpoint's. A reply without a clear
     score in range scores 0 and is counted as unparsed; `last_prompt` / `last_reply` keep the
-    latest exchange, `counts()` the totals."""
+    latest exchange, `counts()` the totals. Its settings: conf/judge/llm.yaml's."""
 
-    def __init__(self, cfg: DictConfig, device: str = "auto", max_image_pixels: int | None = None):
+    def __init__(self, device: str = "auto", max_image_pixels: int | None = None, **settings):
         import torch
         from hydra.utils import get_class
 
         from degenbench.families import pick_device
         from degenbench.generate import decoding
 
-        if OmegaConf.is_missing(cfg, "model"):
-            raise ValueError("judge.model is not set: give the hub id or local directory of the judge model")
+        cfg = OmegaConf.create(settings)
         self.cfg, self.max_image_pixels = cfg, max_image_pixels
         self.judged = self.unparsed = 0
         self.last_prompt = self.last_reply = self.last_score = None
@@ -166,34 +169,62 @@ class LLMJudge:
         self.model = None
 
 
-JUDGES = {"reference": ReferenceJudge, "llm": LLMJudge}
+# judge.kind -> the class a config without `_target_` names (and whose target keys leave out)
+SHIPPED = {"reference": "degenbench.stages.judge.ReferenceJudge", "llm": "degenbench.stages.judge.LLMJudge"}
+OWN = ("kind", "min_score", "require_json")  # read here, around the judge's quality: not its arguments
+RUNTIME = ("device", "max_image_pixels")  # passed where the judge's signature takes them
+
+
+def check(judge: DictConfig):
+    """The judge's class, refused in one line where it is not importable, not a judge, or does not
+    take the judge config's settings."""
+    return extension.check(judge, "judge", SHIPPED, judge.get("kind"), "judge", needs=("quality",), own=OWN,
+                           runtime=RUNTIME)
+
+
+def build(judge: DictConfig, device: str = "auto", max_image_pixels: int | None = None):
+    """The judge `judge` (the config's judge node) configures, via hydra.utils.instantiate."""
+    built = extension.build(judge, "judge", SHIPPED, judge.get("kind"), "judge", own=OWN, needs=("quality",),
+                            device=device, max_image_pixels=max_image_pixels)
+    if not callable(getattr(built, "quality", None)):  # a factory function's result
+        raise ValueError(f"judge._target_={extension.target(judge, 'judge', SHIPPED, judge.get('kind'))!r} built a "
+                         f"{type(built).__name__}, not a judge: it needs a quality(doc, text) method ({extension.HOW})")
+    return built
+
+
+def key_spec(judge: DictConfig) -> dict:
+    """The judge config as the pairs key holds it (a shipped `_target_` left out: the keys of before)."""
+    return extension.key_spec(judge, SHIPPED, judge.get("kind"))
 
 
 def judge_candidates(cfg: DictConfig, docs: dict[str, Document], cands: pd.DataFrame) -> pd.DataFrame:
-    """Add degenerate, json_valid, quality and good (usable as chosen) to each candidate; with the
-    LLM judge also judge_reply and judge_score (NaN: unparsed), and its counts in attrs["judge"]."""
+    """Add degenerate, json_valid, quality and good (usable as chosen) to each candidate; with a
+    judge that keeps what it said (the LLM judge) also judge_reply and judge_score (NaN: unparsed),
+    and its counts in attrs["judge"]."""
     m, j = cfg.metrics, cfg.judge
-    judge = JUDGES[j.kind](j, device=cfg.get("device", "auto"),
-                           max_image_pixels=cfg.data.get("max_image_pixels") if "data" in cfg else None)
+    judge = build(j, device=cfg.get("device", "auto"),
+                  max_image_pixels=cfg.data.get("max_image_pixels") if "data" in cfg else None)
+    name = j.get("kind") or type(judge).__name__
     out = cands.copy()
     cut = out["loop_stopped"] if "loop_stopped" in out else [False] * len(out)  # older candidate sets
     out["degenerate"] = [is_degenerate(t, h or c, m.tail_chars, m.min_repeats)
                          for t, h, c in zip(out["text"], out["hit_limit"], cut)]
     out["json_valid"] = [parse_prediction(t)[0] is not None for t in out["text"]]
     quality, replies, scores = [], [], []
-    for d, t in tqdm(list(zip(out["doc_id"], out["text"])), desc=f"judge ({j.kind})", unit="candidate"):
-        quality.append(judge.quality(docs[d], t))
+    for d, t in tqdm(list(zip(out["doc_id"], out["text"])), desc=f"judge ({name})", unit="candidate"):
+        quality.append(float(judge.quality(docs[d], t)))
         replies.append(getattr(judge, "last_reply", None))
         scores.append(getattr(judge, "last_score", None))
     out["quality"] = quality
-    if isinstance(judge, LLMJudge):  # what it said and read, kept in judged.parquet
+    if callable(getattr(judge, "counts", None)):  # what it said and read, kept in judged.parquet
         out["judge_reply"] = replies
         out["judge_score"] = pd.Series(scores, index=out.index, dtype="float64")
-        out.attrs["judge"] = judge.counts()
+        out.attrs["judge"] = counts = judge.counts()
+        if counts.get("unparsed"):
+            log.warning("the %s judge gave no score for %d of %d candidates (scored 0; replies in judge_reply)",
+                        name, counts["unparsed"], counts.get("judged", len(out)))
+    if callable(getattr(judge, "close", None)):
         judge.close()
-        if judge.unparsed:
-            log.warning("LLM judge gave no score for %d of %d candidates (scored 0; replies in judge_reply)",
-                        judge.unparsed, judge.judged)
     out["good"] = (~out["degenerate"] & (out["json_valid"] | (not j.require_json))
                    & (out["quality"] >= j.min_score))
     return out

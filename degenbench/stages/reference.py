@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class Planned:
     spec: dict
     key: str
     run_dir: Path
+    answer: Callable[[list[Document], list[Document]], list[str]]  # the built system (reference.<system>)
 
 
 def run_dir_for(cfg: DictConfig, system: str, eval_set: str, key: str) -> Path:
@@ -59,15 +61,16 @@ def run_dir_for(cfg: DictConfig, system: str, eval_set: str, key: str) -> Path:
 def plan(cfg: DictConfig, data_key: str, sets: list[EvalSet]) -> list[Planned]:
     """The job's reference runs: every system on every distinct set of pages."""
     out, seen = [], set()
+    built = {system: references.build(cfg, system) for system in references.systems(cfg)}  # once per job
     for s in sets:
         name = getattr(s, "base", "") or s.name  # heldout@4x: heldout's pages, heldout's run
-        for system in references.systems(cfg):
+        for system, answer in built.items():
             if (name, system) in seen:
                 continue
             seen.add((name, system))
-            spec = references.spec(cfg, system)
+            spec = references.spec(cfg, system, answer)
             key = store.key_of(REFERENCE, spec, data_key, s.identity, cfg.metrics)
-            out.append(Planned(s, name, system, spec, key, run_dir_for(cfg, system, name, key)))
+            out.append(Planned(s, name, system, spec, key, run_dir_for(cfg, system, name, key), answer))
     return out
 
 
@@ -112,7 +115,7 @@ def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Docu
              shards: Path) -> tuple[pd.DataFrame, list[dict]]:
     """Per-document rows in a model run's columns: the output, no tokens generated, never at a
     limit; `seconds` is each page's equal share of its batch's wall clock, as for a model."""
-    metrics, answer = settings(cfg.metrics), references.SYSTEMS[p.system]
+    metrics, answer = settings(cfg.metrics), p.answer
     starts = range(0, len(docs), BATCH)
     batches = store.Shards(shards, len(starts), f"reference {p.system}")
     bar = tqdm(total=len(docs), desc=f"reference {p.system} on {p.name}", unit="doc")
@@ -123,7 +126,10 @@ def _outputs(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Docu
         skipped = []  # the pages a model run skips (unreadable, too large): the same documents are scored
         batch = [d for d, _ in iter_pages(docs[start:start + BATCH], cfg.data.get("max_image_pixels"), skipped)]
         t = time.perf_counter()
-        outs = answer(cfg, train, batch) if batch else []
+        outs = list(answer(train, batch)) if batch else []
+        if len(outs) != len(batch) or not all(isinstance(o, str) for o in outs):
+            raise ValueError(f"reference.{p.system} answered {len(outs)} pages of {len(batch)}, or not with strings: "
+                             "a reference system returns one output string per document, in order")
         each = (time.perf_counter() - t) / max(1, len(batch))
         batches.put(i, [{"doc_id": d.id, "truth": d.text, "prediction": out, "repetitive": d.repetitive,
                          "new_tokens": 0, "hit_limit": False,
