@@ -23,6 +23,7 @@ import yaml
 from transformers import AutoTokenizer
 
 from common import emit
+from degenbench.arch import adapter
 from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.documents import synthetic, truth_json
 from degenbench.loopstop import LoopStop
@@ -71,7 +72,7 @@ for run in sorted((ROOT / "results/toy/runs").iterdir()):
 for family in args.families:
     cfg = compose([f"family={family}"])
     tok = AutoTokenizer.from_pretrained(PACKAGE / "standins" / family)
-    eos = tok.convert_tokens_to_ids("<|im_end|>" if cfg.family.arch == "qwen2_5_vl" else "<end_of_turn>")
+    eos = tok.convert_tokens_to_ids(adapter(cfg.family).special_tokens["eos"])  # the end of a turn
     sources = {"tables": [t for _, _, t in tables()], "toy": toy.get(family, [])}
     for source, texts in sources.items():
         encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for t in texts]

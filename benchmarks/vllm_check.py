@@ -30,6 +30,7 @@ from vllm.v1.core.sched.utils import check_sequence_repetition
 
 from common import emit
 from degenbench import families, snapshots
+from degenbench.arch import adapter
 from degenbench.backends import vllm as backend
 from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.loopstop import loop_cut, text_lengths
@@ -117,7 +118,7 @@ for name in ("qwen2.5-vl-7b", "gemma-3-4b"):
     default = processor.tokenizer(text).input_ids  # what vLLM's renderer does to a text prompt
     check(f"{name} snapshot: the prompt degenbench sends holds {ours.count(bos) if bos is not None else 0} BOS "
           f"(vLLM tokenizing the text itself: {default.count(bos) if bos is not None else 0})",
-          (ours.count(bos) if bos is not None else 0) == (1 if fam.arch == "gemma3" else 0))
+          (ours.count(bos) if bos is not None else 0) == int("bos" in adapter(fam).special_tokens))  # a template that writes BOS: one
 
 lines += ["", "## Agreement on the toy sweep's outputs\n",
           "Each output re-tokenized with its family's tokenizer; vLLM's check replayed after every token, as the "

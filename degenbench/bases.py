@@ -8,7 +8,7 @@ answers), so a base reads them imperfectly and SFT has something to learn.
 Three choices make reading learnable in minutes on 2 cores (measured; see results/organism/):
 - the stand-in's image normalisation maps white paper to 0, so a patch's embedding comes from ink
   only (with CLIP normalisation the blank background dominated and glyph identity was learned
-  about 4x later; `standins.PAPER_WHITE`);
+  about 4x later; `arch.base.PAPER_WHITE`);
 - Qwen2.5-VL stand-ins give most rotary frequencies to the width section (`standin.mrope_section`),
   so text can address the i-th visual token of a row;
 - a curriculum: pages with one text line first, then full pages.

@@ -9,6 +9,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
+from degenbench.arch import adapter
 from degenbench.documents import BadDocument
 
 
@@ -25,9 +26,7 @@ class Output:
 
 def messages(family: DictConfig, image: Image.Image, answer: str | None = None) -> list[dict]:
     """One document as a chat: the page and the family's prompt (and the answer, for training)."""
-    img = {"type": "image", "image": image}
-    if family.vision_utils == "qwen":  # qwen-vl-utils resizes within these bounds, to 28-px tokens
-        img |= {"min_pixels": family.min_pixels, "max_pixels": family.max_pixels}
+    img = adapter(family).image_entry(family, image)
     chat = [{"role": "user", "content": [img, {"type": "text", "text": family.prompt}]}]
     if answer is not None:
         chat.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
@@ -40,31 +39,23 @@ def encode(processor, family: DictConfig, images: list[Image.Image]):
     TRL's training collators (a Gemma tokenizer would otherwise prepend a second <bos>)."""
     chats = [messages(family, im) for im in images]
     texts = [processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
-    if family.vision_utils == "qwen":
-        from qwen_vl_utils import process_vision_info
-
-        vision, _ = process_vision_info(chats)
-    else:
-        vision = [[im] for im in images]
+    vision = adapter(family).vision_inputs(chats, images)
     return processor(text=texts, images=vision, padding=True, return_tensors="pt", add_special_tokens=False)
 
 
 def page_check(family: DictConfig, processor) -> Callable[[Image.Image], None] | None:
     """What the family's image path refuses, checked on each page before it joins a batch: one page
-    it cannot take (qwen-vl-utils' aspect-ratio limit of 200, a page too thin to resize) would fail
-    its whole batch, and every rerun at the same batch. Such a page is a BadDocument, a counted skip.
-    Gemma3's processor resizes every page to its square: nothing to check."""
-    if family.vision_utils != "qwen":
+    it cannot take (e.g. qwen-vl-utils' aspect-ratio limit of 200, a page too thin to resize) would
+    fail its whole batch, and every rerun at the same batch. Such a page is a BadDocument, a counted
+    skip. None: the architecture takes any page (Gemma3 resizes every page to its square)."""
+    fits = adapter(family).page_check(family, processor)
+    if fits is None:
         return None
-    from qwen_vl_utils.vision_process import smart_resize
-
-    images = getattr(processor, "image_processor", None)
-    factor = getattr(images, "patch_size", 14) * getattr(images, "merge_size", 2)  # 28-px tokens
 
     def check(page: Image.Image) -> None:
         try:
-            smart_resize(page.height, page.width, factor, family.min_pixels, family.max_pixels)
-        except (ValueError, ZeroDivisionError) as e:
+            fits(page)
+        except ValueError as e:
             raise BadDocument(f"{family.name}'s image processing refuses this {page.width}x{page.height} page "
                               f"({e}); crop or pad the page, or drop the document") from e
     return check

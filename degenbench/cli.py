@@ -58,11 +58,32 @@ def error_of_run(args: list[str]) -> str | None:
     return None
 
 
+def shared_defaults_hidden(page: str) -> str:
+    """Hydra's help page less the `_`-named options of its group lines ("family: _base, gemma-3-4b"):
+    shared defaults (conf/family/_base.yaml ...) are composed into options, never chosen."""
+    def line(text: str) -> str:
+        group, sep, options = text.partition(": ")
+        if not sep or " " in group:
+            return text
+        return group + sep + ", ".join(o for o in options.split(", ") if not o.startswith("_"))
+    return "\n".join(map(line, page.split("\n")))
+
+
 def main() -> None:
     args = sys.argv[1:]
     if "--version" in args or "-V" in args:
         print(f"degenbench {__version__}")
         return
+    if "--help" in args or "-h" in args:  # Hydra prints the page, then exits
+        import contextlib
+        import io
+
+        page = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(page):
+                app()
+        finally:
+            print(shared_defaults_hidden(page.getvalue()), end="")
     error = error_of_run(args)
     if error:
         print(f"degenbench: {error}", file=sys.stderr)

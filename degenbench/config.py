@@ -19,8 +19,8 @@ REFERENCE = "reference"  # a stage with no model: reference systems scored like 
 
 
 def known_families() -> list[str]:
-    """The family configs shipped in degenbench/conf/family/."""
-    return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
+    """The family configs shipped in degenbench/conf/family/ (`_*.yaml` are shared defaults, not families)."""
+    return sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml") if not p.name.startswith("_"))
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config",
@@ -49,11 +49,24 @@ COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_
 SHARES = ("data.heldout", "data.validation")  # a count (an integer >= 0) or a fraction of the documents in (0, 1]
 
 
+def _unset(node, at: str = "") -> list[str]:
+    """The keys of a plain container left "???" (OmegaConf.missing_keys also resolves, and fails
+    on an interpolation into a missing key first)."""
+    if isinstance(node, dict):
+        return [k for key, v in node.items() for k in _unset(v, f"{at}{key}.")]
+    return [at[:-1]] if node == "???" else []
+
+
 def validate(cfg: DictConfig) -> None:
     """Fail before any work on values Hydra cannot check itself: the stage, the family size and
     the ranges above. A job holds one value per key: sweeps are split into jobs by `-m`."""
     if cfg.stage not in (*STAGES, REFERENCE):
         raise ValueError(f"stage={cfg.stage!r} is unknown; known stages: {', '.join((*STAGES, REFERENCE))}")
+    missing = _unset(OmegaConf.to_container(cfg.family, resolve=False))
+    if missing:  # a `_*` defaults file chosen as a family, or a family file that leaves out its own keys
+        raise ValueError(f"the family config leaves {', '.join('family.' + k for k in missing)} unset (???); "
+                         f"a family file sets them after its defaults (docs/extending.md); known families: "
+                         f"{', '.join(known_families())}")
     if cfg.family.size not in cfg.family.sizes:
         raise ValueError(f"family.size={cfg.family.size!r} is unknown; use one of "
                          f"{', '.join(sorted(cfg.family.sizes))}")

@@ -70,10 +70,10 @@ def hub_kwargs(family: DictConfig, source: str) -> dict:
 def load_processor(family: DictConfig, source: str | None = None):
     """The family's processor, with its image bounds; left padding for batched generation.
     Generation, TRL's SFT and DPO collators and vLLM all size a page through these bounds, so a
-    page is the same image tokens everywhere. A hub preprocessor_config.json's own min_pixels /
-    max_pixels override a `size` given to from_pretrained (Qwen2VLImageProcessor.__init__ even
-    writes them into the dict it was given, which the processor then passes to every call): the
-    bounds are set on the loaded image processor instead, then checked."""
+    page is the same image tokens everywhere: the architecture's adapter sets them on the loaded
+    processor (a hub file's own bounds would otherwise win), and they are checked here."""
+    from degenbench.arch import adapter
+
     source = source or source_of(family)
     kwargs = {}
     if family.size == "shape":  # the stand-in's tokenizer, the real image input
@@ -81,29 +81,12 @@ def load_processor(family: DictConfig, source: str | None = None):
     processor = get_class(family.processor_class).from_pretrained(
         source, trust_remote_code=family.trust_remote_code, **hub_kwargs(family, source), **kwargs)
     processor.tokenizer.padding_side = "left"  # batched generation continues every row at the end
-    if family.arch == "qwen2_5_vl":
-        from transformers.image_utils import SizeDict
-
-        processor.image_processor.size = SizeDict(shortest_edge=family.min_pixels, longest_edge=family.max_pixels)
-    _check_bounds(processor, family, source)
-    return processor
-
-
-def _check_bounds(processor, family: DictConfig, source: str) -> None:
-    """The bounds a processor call sizes pages by: its image processor's, unless the processor
-    keeps image kwargs of its own (from_pretrained's) that a call would pass instead."""
-    size = processor.image_processor.size
-    kept = {k for k in ("size", "min_pixels", "max_pixels") if k in (getattr(processor, "images_kwargs", None) or {})}
-    if kept and family.arch == "qwen2_5_vl":
-        raise ValueError(f"{source}'s processor passes {sorted(kept)} to every call, overriding the family's bounds")
-    if family.arch == "qwen2_5_vl":
-        got = (size["shortest_edge"], size["longest_edge"])
-    else:  # Gemma3: every page is resized to one fixed size
-        got = (size["height"] * size["width"],) * 2
-    if got != (family.min_pixels, family.max_pixels):
+    got = adapter(family).fit_processor(processor, family, source)
+    if tuple(got) != (family.min_pixels, family.max_pixels):
         raise ValueError(f"{source}'s image processor sizes pages to {got[0]}-{got[1]} pixels, but family "
                          f"{family.name} ({family.size}) says min_pixels={family.min_pixels}, max_pixels="
                          f"{family.max_pixels}; set family.sizes.{family.size}.min_pixels / max_pixels to match")
+    return processor
 
 
 def own_decoding(model) -> dict:

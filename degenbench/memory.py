@@ -13,8 +13,9 @@ norm, LM head, the loss over the vocabulary). The step is then put together:
   + DPO: chosen and rejected rows (2 per pair), the reference pass (adapter off, no grad)
   + workspace (CUDA context, allocator slack)
 
-Sequences are as long as a real page makes them: max_pixels / 28^2 image tokens (Gemma3: 256),
-the prompt, and a completion as long as the generation budget (a rejected loop runs to it).
+Sequences are as long as a real page makes them: its image tokens (the architecture adapter's
+image_tokens: Qwen2.5-VL max_pixels / 28^2, Gemma3 256), the prompt, and a completion as long as
+the generation budget (a rejected loop runs to it).
 Measured on a GPU by benchmarks/real_size.py; this is the estimate it checks.
 """
 from __future__ import annotations
@@ -24,6 +25,8 @@ from functools import lru_cache
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
+
+from degenbench.arch import adapter
 
 GIB = 2**30
 WORKSPACE = 3 * GIB  # CUDA context, cuBLAS workspaces, allocator fragmentation
@@ -82,7 +85,7 @@ def estimate(cfg: DictConfig, stage: str) -> dict:
     train = (cfg.sft if stage == "sft" else cfg.dpo).trainer
     n_params, n_lora = _params(family)
     per = _per_token(family)
-    image = 256 if cfg.family.arch == "gemma3" else cfg.family.max_pixels // 28**2
+    image = adapter(cfg.family).image_tokens(cfg.family)
     seq = image + PROMPT_TEXT_TOKENS + cfg.data.max_new_tokens
     rows = train.per_device_train_batch_size * (2 if stage == "dpo" else 1)  # DPO: chosen and rejected
     tokens = rows * seq

@@ -25,6 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from degenbench import io, standins
+from degenbench.arch import adapter
 from degenbench.config import PACKAGE
 
 HUB_DIR = PACKAGE / "standins" / "hub"
@@ -67,33 +68,6 @@ def _remap_ids(gen: dict, token_ids: dict, vocab: dict) -> dict:
     return out
 
 
-def _fit_gemma_geometry(tmp: Path, pre: dict) -> dict | None:
-    """Gemma3's vision tower has a learned position table for a fixed input size. The published
-    processor sends 896x896 pages and 256 image tokens; the stand-in was trained on 8x8 patch
-    positions and 64 tokens. Its table is interpolated to the published grid (patch size kept)
-    and the projector pools to 256 tokens: the published input then runs through the stand-in."""
-    import torch
-    from safetensors.torch import load_file, save_file
-
-    config = json.loads((tmp / "config.json").read_text())
-    vision, side = config["vision_config"], pre["size"]["height"]
-    if vision["image_size"] == side and config["mm_tokens_per_image"] == pre["image_seq_length"]:
-        return None
-    old_n, new_n = vision["image_size"] // vision["patch_size"], side // vision["patch_size"]
-    weights = load_file(tmp / "model.safetensors")
-    name = next(k for k in weights if k.endswith("embeddings.position_embedding.weight"))
-    table = weights[name]  # (old_n * old_n, hidden)
-    grid = table.T.reshape(1, -1, old_n, old_n)
-    weights[name] = torch.nn.functional.interpolate(grid, size=(new_n, new_n), mode="bicubic",
-                                                    align_corners=False).reshape(-1, new_n * new_n).T.contiguous()
-    save_file(weights, tmp / "model.safetensors", metadata={"format": "pt"})
-    vision["image_size"], config["mm_tokens_per_image"] = side, pre["image_seq_length"]
-    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    return {"vision_config.image_size": [old_n * vision["patch_size"], side],
-            "mm_tokens_per_image": [old_n * old_n, pre["image_seq_length"]],
-            "position_table": f"{old_n}x{old_n} -> {new_n}x{new_n} (bicubic)"}
-
-
 def build(family: DictConfig, out_dir: str | Path) -> Path:
     """Write the snapshot of `family` into `out_dir` (atomically: a temp dir renamed into place)."""
     tiny = OmegaConf.merge(family, {"size": "tiny"})
@@ -116,7 +90,7 @@ def build(family: DictConfig, out_dir: str | Path) -> Path:
         if tok["add_bos_token"]:
             tok_json["post_processor"] = _bos_post_processor(tok["bos_token"], vocab[tok["bos_token"]])
             (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")
-        adapted = _fit_gemma_geometry(tmp, pub["files"]["preprocessor_config.json"]) if family.arch == "gemma3" else None
+        adapted = adapter(family).fit_snapshot(tmp, pub["files"]["preprocessor_config.json"])
         record = {"family": family.name, "hub_id": pub["hub_id"], "key": key(family), "built_by": "degenbench.snapshots.build",
                   "standin": str(src), "standin_recipe": standins.recipe_hash(tiny),
                   "published_files": sorted([*pub["files"], "chat_template.json"]),

@@ -1,4 +1,4 @@
-"""Tiny offline stand-ins of the five families, built deterministically and loaded like hub ids.
+"""Tiny offline stand-ins of the families, built deterministically and loaded like hub ids.
 
 A stand-in directory holds exactly what a hub snapshot holds (config.json, model.safetensors,
 tokenizer, processor, chat template), so `families.load(...)` uses the same
@@ -20,48 +20,20 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models
-from transformers import (
-    AutoConfig,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-    Gemma3ImageProcessor,
-    Gemma3Processor,
-    PreTrainedTokenizerFast,
-    Qwen2_5_VLProcessor,
-    Qwen2VLImageProcessor,
-)
-from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedTokenizerFast
 
 from degenbench import io
+from degenbench.arch import adapter, for_arch
 
 log = logging.getLogger(__name__)
 BUILD_VERSION = 4  # bump when the recipe below changes: cached stand-ins are rebuilt
 MARKER = "standin.json"
 
-# Each family's special tokens, as the real tokenizers spell them.
-SPECIAL_TOKENS = {
-    "qwen2_5_vl": {
-        "pad": "<|endoftext|>",
-        "eos": "<|im_end|>",
-        "extra": ["<|im_start|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-                  "<|video_pad|>"],
-    },
-    "gemma3": {
-        "pad": "<pad>",
-        "eos": "<end_of_turn>",
-        "bos": "<bos>",
-        "extra": ["<eos>", "<start_of_turn>", "<start_of_image>", "<end_of_image>",
-                  "<image_soft_token>"],
-    },
-}
-TEMPLATES = {"qwen2_5_vl": "qwen2_5_vl.jinja", "gemma3": "gemma3.jinja"}
-
-
 def _chat_template(arch: str) -> str:
-    """The family's real chat template, as TRL ships it."""
+    """The architecture's real chat template, as TRL ships it."""
     import trl
 
-    return (Path(trl.__file__).parent / "chat_templates" / TEMPLATES[arch]).read_text()
+    return (Path(trl.__file__).parent / "chat_templates" / for_arch(arch).chat_template).read_text()
 
 
 # The characters a stand-in has a token of: printable ASCII, newline, and Latin-1 letters (the
@@ -75,91 +47,16 @@ def char_tokenizer(arch: str) -> PreTrainedTokenizerFast:
     reads one glyph per step: each output token lines up with one visual token of the grid, where
     multi-character BPE tokens made it read several glyphs at once (results/organism/). The real
     families' tokenizers are BPE; the stand-ins' are ours to choose, the loading path is the same."""
-    spec = SPECIAL_TOKENS[arch]
+    spec = for_arch(arch).special_tokens  # as the real tokenizer spells them
     specials = [spec["pad"], spec["eos"], *([spec["bos"]] if "bos" in spec else []), *spec["extra"]]
     chars = list(dict.fromkeys(CHARS))
     vocab = {t: i for i, t in enumerate([*specials, *chars, *(f"<0x{b:02X}>" for b in range(256))])}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, fuse_unk=False))
     tok.add_special_tokens(specials)
     tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
-    kwargs = dict(tokenizer_object=tok, pad_token=spec["pad"], eos_token=spec["eos"],
-                  padding_side="left", chat_template=_chat_template(arch))
-    if arch == "gemma3":
-        kwargs |= dict(bos_token=spec["bos"], extra_special_tokens={
-            "boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-            "image_token": "<image_soft_token>"})
-    else:
-        kwargs |= dict(extra_special_tokens={
-            "image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
-            "vision_bos_token": "<|vision_start|>", "vision_eos_token": "<|vision_end|>"})
-    return PreTrainedTokenizerFast(**kwargs)
-
-
-def _qwen_config(tok, a: DictConfig):
-    ids = tok.convert_tokens_to_ids
-    text = dict(
-        vocab_size=len(tok), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
-        num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
-        max_position_embeddings=4096, tie_word_embeddings=True,
-        # mrope sections (temporal, height, width) must add up to head_dim / 2. They take the
-        # rotary frequencies in that order, highest first: a tiny model reads a line only if the
-        # width section gets some fast ones, hence few temporal/height frequencies.
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                         "mrope_section": list(a.mrope_section)},
-        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"),
-        pad_token_id=ids("<|endoftext|>"),
-    )
-    vision = dict(depth=a.vision_depth, hidden_size=a.vision_hidden, intermediate_size=2 * a.vision_hidden,
-                  num_heads=a.vision_heads, out_hidden_size=a.hidden_size, patch_size=14,
-                  spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                  fullatt_block_indexes=[a.vision_depth - 1])
-    return AutoConfig.for_model(
-        "qwen2_5_vl", text_config=text, vision_config=vision, tie_word_embeddings=True,
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
-    )
-
-
-def _gemma_config(tok, a: DictConfig):
-    ids = tok.convert_tokens_to_ids
-    text = dict(
-        vocab_size=len(tok), hidden_size=a.hidden_size, intermediate_size=a.intermediate_size,
-        num_hidden_layers=a.layers, num_attention_heads=a.heads, num_key_value_heads=a.kv_heads,
-        head_dim=a.hidden_size // a.heads, query_pre_attn_scalar=a.hidden_size // a.heads,
-        max_position_embeddings=4096, sliding_window=512,
-        pad_token_id=ids("<pad>"), eos_token_id=[ids("<end_of_turn>"), ids("<eos>")],
-        bos_token_id=ids("<bos>"),
-    )
-    vision = dict(hidden_size=a.vision_hidden, intermediate_size=2 * a.vision_hidden,
-                  num_hidden_layers=a.vision_depth, num_attention_heads=a.vision_heads,
-                  image_size=a.image_size, patch_size=a.patch_size, vision_use_head=False)
-    return AutoConfig.for_model(
-        "gemma3", text_config=text, vision_config=vision, mm_tokens_per_image=a.mm_tokens_per_image,
-        boi_token_index=ids("<start_of_image>"), eoi_token_index=ids("<end_of_image>"),
-        image_token_index=ids("<image_soft_token>"),
-    )
-
-
-# Stand-ins normalise so that white paper is 0 and ink is negative: patch embeddings then come
-# from the glyphs alone, which tiny models learn to read about 4x sooner than with CLIP's values.
-PAPER_WHITE = {"image_mean": [1.0, 1.0, 1.0], "image_std": [0.5, 0.5, 0.5]}
-
-
-def _processor(family: DictConfig, tok):
-    a = family.standin
-    if family.arch == "qwen2_5_vl":
-        px = family.sizes.tiny
-        image = Qwen2VLImageProcessor(size={"shortest_edge": px.min_pixels, "longest_edge": px.max_pixels},
-                                      **PAPER_WHITE)
-        video = Qwen2VLVideoProcessor()
-        return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tok, video_processor=video,
-                                   chat_template=tok.chat_template)
-    # Pages keep their grid shape (no square resize): with patch 28 each patch is one glyph cell,
-    # and (image_size / patch_size)^2 patches fill the learned position table exactly.
-    image = Gemma3ImageProcessor(size={"height": a.page.rows * a.page.cell,
-                                       "width": a.page.cols * a.page.cell}, **PAPER_WHITE)
-    return Gemma3Processor(image_processor=image, tokenizer=tok, chat_template=tok.chat_template,
-                           image_seq_length=a.mm_tokens_per_image)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token=spec["pad"], eos_token=spec["eos"],
+                                   padding_side="left", chat_template=_chat_template(arch),
+                                   **for_arch(arch).tokenizer_kwargs())
 
 
 def _parent(family: DictConfig) -> DictConfig | None:
@@ -229,11 +126,11 @@ def _init(family: DictConfig):
     a = family.standin
     torch.manual_seed(a.seed)
     tok = char_tokenizer(family.arch)
-    config = _qwen_config(tok, a) if family.arch == "qwen2_5_vl" else _gemma_config(tok, a)
+    config = adapter(family).standin_config(tok, a)
     model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.generation_config.eos_token_id = config.get_text_config().eos_token_id
-    return model, _processor(family, tok), None
+    return model, adapter(family).standin_processor(family, tok), None
 
 
 def build(family: DictConfig, out_dir: str | Path, train: bool = True) -> Path:

@@ -77,6 +77,8 @@ def one_line(error: BaseException) -> str:
         if not line or line.startswith("object_type="):
             continue
         if listing:  # the options Hydra lists under "Available options in 'family':"
+            if line.startswith("_"):  # shared defaults (conf/family/_base.yaml ...), not options
+                continue
             out[-1] += (" " if out[-1].endswith(":") else ", ") + line
             continue
         out.append(line.rstrip("."))

@@ -7,6 +7,8 @@ from omegaconf import OmegaConf
 
 from degenbench.config import CONF_DIR, compose, known_families
 
+# The shipped families' hub ids (a family added to conf/family/ needs no entry: the checks below
+# iterate the config group)
 REAL = {"qwen2.5-vl-3b": "Qwen/Qwen2.5-VL-3B-Instruct", "qwen2.5-vl-7b": "Qwen/Qwen2.5-VL-7B-Instruct",
         "nanonets-ocr2-3b": "nanonets/Nanonets-OCR2-3B", "olmocr-2-7b": "allenai/olmOCR-2-7B-1025",
         "gemma-3-4b": "google/gemma-3-4b-it"}
@@ -16,15 +18,20 @@ def degenbench(*args):
     return subprocess.run([sys.executable, "-m", "degenbench", *args], capture_output=True, text=True)
 
 
-def test_the_five_families_are_known():
-    assert known_families() == sorted(REAL)
+def test_the_families_are_the_config_groups_files_less_the_shared_defaults():
+    files = sorted(p.stem for p in (CONF_DIR / "family").glob("*.yaml"))
+    assert {"_base", "_qwen2_5_vl", "_gemma3"} <= set(files)
+    assert known_families() == [f for f in files if not f.startswith("_")]
+    assert set(REAL) <= set(known_families())
+    for name, hub_id in REAL.items():
+        assert compose([f"family={name}", "family.size=real"]).family.pretrained == hub_id
 
 
-@pytest.mark.parametrize("name", sorted(REAL))
+@pytest.mark.parametrize("name", known_families())
 def test_real_family_config_resolves(name):
     cfg = compose([f"family={name}", "family.size=real"])
     fam = OmegaConf.to_container(cfg.family, resolve=True)
-    assert fam["hub_id"] == fam["pretrained"] == REAL[name]
+    assert fam["hub_id"] == fam["pretrained"] and fam["name"] == name
     assert fam["dtype"] == "bfloat16" and fam["trust_remote_code"] is False
     assert 0 < fam["min_pixels"] <= fam["max_pixels"]
     assert "language_model" in fam["lora_target_modules"] and fam["prompt"]
@@ -43,8 +50,14 @@ def test_unknown_family_lists_the_known_ones():
     out = degenbench("family=qwen3-vl", "logger=disabled")
     assert out.returncode != 0
     assert "Could not find 'family/qwen3-vl'" in out.stderr
-    for name in REAL:
+    for name in known_families():
         assert name in out.stderr
+    assert "_base" not in out.stderr  # shared defaults are not options
+
+
+def test_shared_defaults_are_no_family():
+    out = degenbench("family=_qwen2_5_vl_3b", "logger=disabled")
+    assert out.returncode == 2 and "leaves family.name, family.hub_id" in out.stderr
 
 
 def test_unknown_size_and_stage_are_clear_errors():
@@ -57,7 +70,7 @@ def test_unknown_size_and_stage_are_clear_errors():
 def test_help_lists_groups():
     out = degenbench("--help")
     assert out.returncode == 0
-    assert "family: gemma-3-4b, nanonets-ocr2-3b, olmocr-2-7b, qwen2.5-vl-3b, qwen2.5-vl-7b" in out.stdout
+    assert f"family: {', '.join(known_families())}\n" in out.stdout and "_base" not in out.stdout
     assert "logger: disabled, offline, online" in out.stdout
 
 

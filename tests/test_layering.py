@@ -91,6 +91,14 @@ def test_evaluation_is_a_stage():
     assert "degenbench.stages.evaluate" in graph and "degenbench.evaluate" not in graph
 
 
+def test_architecture_adapters_are_a_low_layer():
+    """degenbench/arch/ is asked by the stages, the loaders and the backends: it asks none of them."""
+    graph = import_graph()
+    arch = {m for m in graph if m == "degenbench.arch" or m.startswith("degenbench.arch.")}
+    assert {"degenbench.arch.base", "degenbench.arch.qwen2_5_vl", "degenbench.arch.gemma3"} <= arch
+    assert all(graph[m] <= arch for m in arch), {m: graph[m] - arch for m in arch}
+
+
 if __name__ == "__main__":
     g = import_graph()
     for m in sorted(g):

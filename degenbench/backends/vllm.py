@@ -27,6 +27,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from degenbench.arch import adapter
 from degenbench.chat import Output, messages
 from degenbench.loopstop import loop_cut, text_lengths
 
@@ -51,9 +52,7 @@ def engine_kwargs(family: DictConfig, gens: list[DictConfig] = ()) -> dict:
               limit_mm_per_prompt={"image": 1}, generation_config="vllm")
     if any(g.get("no_repeat_ngram_size") for g in gens):
         kw["logits_processors"] = [NGRAM_PROCESSOR]
-    if family.arch == "qwen2_5_vl":  # the same bounds as the HF processor and TRL's collators
-        kw["mm_processor_kwargs"] = {"min_pixels": family.min_pixels, "max_pixels": family.max_pixels}
-    return kw
+    return kw | adapter(family).vllm_kwargs(family)  # e.g. the HF processor's pixel bounds
 
 
 def load(family: DictConfig, model_dir: str | Path | None, gens: list[DictConfig] = (), **engine):
