@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from degenbench.config import ROOT, compose
 from degenbench.documents import load_split
 from degenbench.stages import launch
-from degenbench.families import load_trained
+from degenbench.models.families import load_trained
 from degenbench.stages.training import MODEL_DIR
 from degenbench.stages.graph import Keys
 from degenbench.stages.store import build_once
@@ -64,7 +64,7 @@ def emit(title: str, lines: list[str], out: str | None) -> None:
 
 def generate_batches(cfg, model, processor, images, batches: list[list[int]], gen) -> list:
     """Outputs for `images`, generated batch by batch (each batch a list of indices)."""
-    from degenbench.generate import generate
+    from degenbench.decoding.generate import generate
 
     return [o for rows in batches if rows
             for o in generate(model, processor, cfg.family, [images[i] for i in rows], gen)]

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 from common import contiguous, emit, generate_batches, threads, toy_sft
 from degenbench.documents.record import make_document
 from degenbench.documents.synthetic import render, repetitive_line, sample_fields
-from degenbench.families import release
+from degenbench.decoding.generate import release
 from degenbench.metrics import score_output, settings
 
 

@@ -23,10 +23,10 @@ import yaml
 from transformers import AutoTokenizer
 
 from common import emit
-from degenbench.arch import adapter
+from degenbench.models.arch import adapter
 from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.documents import synthetic, truth_json
-from degenbench.loopstop import LoopStop
+from degenbench.decoding.loopstop import LoopStop
 
 p = argparse.ArgumentParser()
 p.add_argument("--families", nargs="+", default=["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b",

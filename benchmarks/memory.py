@@ -1,5 +1,5 @@
 """Estimated peak GPU memory of one SFT and one DPO micro-batch on each real family
-(degenbench/memory.py: activations counted on the meta device from the real architecture's
+(degenbench/tools/memory.py: activations counted on the meta device from the real architecture's
 autograd graph, no GPU needed), with family.size=real's defaults and with the defaults that
 applied before they existed (batch 4 for SFT and DPO, no gradient checkpointing).
 
@@ -8,7 +8,7 @@ applied before they existed (batch 4 for SFT and DPO, no gradient checkpointing)
 import argparse
 
 from common import emit
-from degenbench import memory
+from degenbench.tools import memory
 from degenbench.config import compose
 from degenbench.config import known_families
 

@@ -11,7 +11,7 @@ import time
 
 from omegaconf import OmegaConf
 
-import degenbench.generate as generation
+import degenbench.decoding.generate as generation
 from common import contiguous, emit, generate_batches, threads, timer, toy_sft
 from degenbench.metrics import score_output, settings
 from degenbench.metrics.degeneration import is_degenerate, loop_period_onset

@@ -24,11 +24,11 @@ import torch
 from transformers import TrainerCallback
 
 from common import emit
-from degenbench import families
+from degenbench.models import families
 from degenbench.config import compose
 from degenbench.documents import synthetic
 from degenbench.documents.record import make_document
-from degenbench.chat import encode, input_stats
+from degenbench.models.chat import encode, input_stats
 from degenbench.stages.data import preference_texts, sft_dataset, with_images, page_ref
 
 p = argparse.ArgumentParser()

@@ -29,11 +29,11 @@ from vllm.sampling_params import RepetitionDetectionParams
 from vllm.v1.core.sched.utils import check_sequence_repetition
 
 from common import emit
-from degenbench import families, snapshots
-from degenbench.arch import adapter
-from degenbench.backends import vllm as backend
+from degenbench.models import families, snapshots
+from degenbench.models.arch import adapter
+from degenbench.decoding import vllm as backend
 from degenbench.config import PACKAGE, ROOT, compose
-from degenbench.loopstop import loop_cut, text_lengths
+from degenbench.decoding.loopstop import loop_cut, text_lengths
 from degenbench.metrics import is_degenerate
 
 p = argparse.ArgumentParser()
@@ -69,7 +69,7 @@ check(f"sampling: n {sp.n}, seed {sp.seed}, temperature {sp.temperature}, top_p 
       f"repetition_penalty {sp.repetition_penalty}",
       (sp.n, sp.seed, sp.temperature, sp.top_p, sp.top_k, sp.repetition_penalty) == (8, 1234, s.temperature, s.top_p, s.top_k, 1.0))
 # decode-time mitigations (conf/mitigation): every attempt's settings reach SamplingParams
-from degenbench import mitigation  # noqa: E402
+from degenbench.decoding import mitigation  # noqa: E402
 
 for name in ("repetition_penalty", "no_repeat_ngram", "temperature_retry", "loop_stop_retry"):
     m = compose([f"mitigation={name}", "data.max_new_tokens=4096"])
@@ -110,7 +110,7 @@ for name in ("qwen2.5-vl-7b", "gemma-3-4b"):
     processor = families.load_processor(fam)
     from PIL import Image
 
-    from degenbench.chat import messages
+    from degenbench.models.chat import messages
     text = processor.apply_chat_template(messages(fam, Image.new("RGB", (1240, 1754), "white")), tokenize=False,
                                          add_generation_prompt=True)
     bos = processor.tokenizer.bos_token_id

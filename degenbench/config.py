@@ -15,7 +15,7 @@ CONF_DIR = PACKAGE / "conf"  # package data: a wheel carries the configs ...
 # ${degenbench_package:} in configs: ... and the shipped stand-in bases (standins/)
 OmegaConf.register_new_resolver("degenbench_package", lambda: str(PACKAGE), replace=True)
 STAGES = ("vanilla", "sft", "dpo")  # the stages of a model
-REFERENCE = "reference"  # a stage with no model: reference systems scored like one (degenbench/references.py)
+REFERENCE = "reference"  # a stage with no model: reference systems scored like one (degenbench/models/reference_systems.py)
 
 
 def known_families() -> list[str]:

@@ -48,7 +48,7 @@ def check(cfg: DictConfig) -> None:
     """Everything a job can be refused for without loading a document: ranges and choices
     (config.validate), the evaluation sets' names and budgets (evalsets.check), and the `_target_`
     of each extension point the stage reads: the data source, the judge, the reference systems."""
-    from degenbench import references
+    from degenbench.models import reference_systems
     from degenbench.config import validate
     from degenbench.documents.evalsets import check as check_sets
     from degenbench.documents.sources import check as check_source
@@ -61,7 +61,7 @@ def check(cfg: DictConfig) -> None:
     if "judge" not in unread:
         check_judge(cfg.judge)
     if "reference" not in unread:
-        references.check(cfg)
+        reference_systems.check(cfg)
 
 
 def one_line(error: BaseException) -> str:

@@ -42,7 +42,8 @@ class Messages(logging.Handler):
     def __enter__(self):
         logger = logging.getLogger("degenbench")
         logger.addHandler(self)
-        self.level, logger.level = logger.level, logging.INFO
+        self.level = logger.level
+        logger.setLevel(logging.INFO)  # setLevel, not `.level =`: it clears the children's cached isEnabledFor
         return self.messages
 
     def __exit__(self, *exc):

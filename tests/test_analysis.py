@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from degenbench import report
+from degenbench.analysis import report
 from degenbench.analysis import COLUMNS, load_runs, load_training, load_wandb, tables
 
 FIGURES = ["degeneration", "beta", "cost", "lengths", "dpo_curves"]

@@ -1,4 +1,4 @@
-"""Architecture adapters (degenbench/arch/) and families as YAML files: a family is one file over
+"""Architecture adapters (degenbench/models/arch/) and families as YAML files: a family is one file over
 shared defaults, a user's sixth family runs from their own config folder, and a third
 architecture is one Adapter subclass that every stage picks up, with no other module edited."""
 import inspect
@@ -8,11 +8,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import TINY
-from degenbench import memory, snapshots
-from degenbench.arch import adapter, for_arch
-from degenbench.arch.base import REGISTRY, Adapter
-from degenbench.arch.qwen2_5_vl import Qwen2_5_VL
-from degenbench.backends import vllm
+from degenbench.tools import memory
+from degenbench.models import snapshots
+from degenbench.models.arch import adapter, for_arch
+from degenbench.models.arch.base import REGISTRY, Adapter
+from degenbench.models.arch.qwen2_5_vl import Qwen2_5_VL
+from degenbench.decoding import vllm
 from degenbench.config import CONF_DIR, compose, known_families
 from degenbench.stages.graph import run_job
 
@@ -120,7 +121,7 @@ def test_a_users_sixth_family_is_a_few_lines_and_runs_vanilla_sft_dpo(tmp_path):
     metrics = chain(tmp_path, mine)
     for stage, m in metrics.items():
         assert (m["family"], m["stage"]) == ("dharmaocr-lite", stage) and m["n_docs"] == 4, m
-    from degenbench import standins
+    from degenbench.models import standins
 
     record = json.loads((standins.ensure(family) / standins.MARKER).read_text())
     assert record["parent"] == "qwen2.5-vl-3b" and record["training"]["steps"] == 2
@@ -139,7 +140,7 @@ def test_a_third_architecture_is_one_adapter_that_every_stage_picks_up(tmp_path,
     metrics = chain(tmp_path, mine, "sampling.loop_stop=false")
     assert [m["stage"] for m in metrics.values()] == ["vanilla", "sft", "dpo"]
     family = compose(mine).family
-    from degenbench import standins
+    from degenbench.models import standins
 
     built = standins.ensure(family)
     assert json.loads((built / standins.MARKER).read_text())["arch"] == "qwen2_5_vl_copy"

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from degenbench import families, standins
+from degenbench.models import families, recipes, standins
 from degenbench.config import compose
 from degenbench.documents import synthetic
-from degenbench.generate import generate
+from degenbench.decoding.generate import generate
 
 ARCH = {"qwen2.5-vl-3b": "Qwen2_5_VLForConditionalGeneration",
         "gemma-3-4b": "Gemma3ForConditionalGeneration"}
@@ -23,7 +23,7 @@ def test_standin_loads_from_its_directory_through_the_hub_loading_path(name):
     assert type(model).__name__ == ARCH[name]
     assert model.name_or_path == str(saved)  # from_pretrained(<directory>)
     info = json.loads((saved / standins.MARKER).read_text())
-    assert info["recipe"] == standins.recipe_hash(cfg.family)
+    assert info["recipe"] == recipes.recipe_hash(cfg.family)
     reading = info["reading"]  # a base that reads its own style, far better than a blind answer
     assert info["trained"] and reading["own_4_rows"]["cer"] < 0.2 < 0.5 < reading["own_4_rows"]["blind_cer"]
     assert reading["benchmark"]["cer"] < reading["benchmark"]["blind_cer"]
@@ -77,18 +77,18 @@ def test_base_build_is_deterministic_and_records_how(tmp_path, name):
 
 
 def test_an_override_that_forces_a_base_build_is_named():
-    assert standins.differs(compose(["family=gemma-3-4b"]).family) == []  # the shipped recipe
+    assert recipes.differs(compose(["family=gemma-3-4b"]).family) == []  # the shipped recipe
     # the prompt is part of what a base is pretrained on: changing it means another base
     fam = compose(["family=gemma-3-4b", "family.prompt=Transcribe.", "family.standin.base.then.1.lr=1e-4"]).family
-    assert standins.differs(fam) == ["prompt", "standin.base.then"]
-    assert standins.recipe_hash(fam) != standins.recipe_hash(compose(["family=gemma-3-4b"]).family)
+    assert recipes.differs(fam) == ["prompt", "standin.base.then"]
+    assert recipes.recipe_hash(fam) != recipes.recipe_hash(compose(["family=gemma-3-4b"]).family)
 
 
 def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone(caplog):
     fam = compose(["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=99"]).family
     shipped = Path(fam.sizes.tiny.pretrained)
     before = _digest(shipped)
-    with caplog.at_level("WARNING", logger="degenbench.standins"):
+    with caplog.at_level("WARNING", logger="degenbench.models.standins"):
         built = standins.ensure(fam)
     assert "standin.base.seed" in caplog.text and "changed:" in caplog.text  # says why it builds
     assert built != shipped and built.is_relative_to(Path(fam.standin.cache_dir))
@@ -101,14 +101,14 @@ def test_a_continued_phase_starts_from_the_earlier_phases_base(tmp_path):
              f"family.standin.cache_dir={tmp_path / 'cache'}"]
     earlier = compose(quick).family
     fam = compose([*quick, "family.standin.base.then=[{seed: 5, lr: 3e-4, stages: [{lines: [2], steps: 3}]}]"]).family
-    assert standins.recipe_hash(standins._earlier(fam)) == standins.recipe_hash(earlier)  # `then: []` is no phase
-    assert standins.recipe_hash(fam) != standins.recipe_hash(earlier)
+    assert recipes.recipe_hash(recipes.earlier(fam)) == recipes.recipe_hash(earlier)  # `then: []` is no phase
+    assert recipes.recipe_hash(fam) != recipes.recipe_hash(earlier)
     a, b = standins.build(fam, tmp_path / "a"), standins.build(fam, tmp_path / "b")
     assert _digest(a) == _digest(b)  # the earlier phases' base was built once into the cache, then reused
     start = standins.ensure(earlier)
     assert start.parent == tmp_path / "cache" and _digest(start)["model.safetensors"] != _digest(a)["model.safetensors"]
     info = json.loads((a / standins.MARKER).read_text())["training"]
-    assert info["steps"] == 2 + 3 and info["continued_from"] == standins.recipe_hash(earlier)
+    assert info["steps"] == 2 + 3 and info["continued_from"] == recipes.recipe_hash(earlier)
     assert [s.get("phase") for s in info["stages"]] == [None, 1]
     assert info["stages"][1]["steps"] == 3 and info["seconds"] >= info["stages"][0]["seconds"]
 
@@ -116,6 +116,6 @@ def test_a_continued_phase_starts_from_the_earlier_phases_base(tmp_path):
 def test_continued_pretraining_starts_from_the_parent_base():
     fam = compose(["family=nanonets-ocr2-3b"]).family
     parent = compose([f"family={fam.standin.base.parent}"]).family
-    assert standins.recipe_hash(fam) != standins.recipe_hash(parent)
+    assert recipes.recipe_hash(fam) != recipes.recipe_hash(parent)
     info = json.loads((Path(fam.sizes.tiny.pretrained) / standins.MARKER).read_text())
-    assert info["parent"] == parent.name and info["recipe"] == standins.recipe_hash(fam)
+    assert info["parent"] == parent.name and info["recipe"] == recipes.recipe_hash(fam)

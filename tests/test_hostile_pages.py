@@ -13,7 +13,7 @@ from conftest import TINY
 from degenbench.config import compose
 from degenbench.documents import load_documents
 from degenbench.documents.record import MAX_FIELD_CHARS, Document, make_document, truth_repeats
-from degenbench.families import load_processor
+from degenbench.models.families import load_processor
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from degenbench import report
+from degenbench.analysis import report
 from degenbench.analysis.runs import load_runs
 
 TOY = Path(__file__).resolve().parent.parent / "results" / "toy" / "runs"

@@ -1,5 +1,5 @@
 """The package's import graph has no cycles, counting imports made inside functions too (a lazy
-import hides a cycle from Python, not from the reader).
+import hides a cycle from Python, not from the reader), and its layers import only downwards.
 
     python tests/test_layering.py        # prints every module's degenbench imports, then any cycle
 """
@@ -86,16 +86,51 @@ def test_degenbench_has_no_import_cycles():
     assert not found, f"import cycles: {found}"
 
 
+# The package's layers, lowest first: a module imports its own layer and the ones below, never above.
+LAYERS = [
+    ("degenbench.config", "degenbench.io", "degenbench.extension", "degenbench.conf"),  # settings, files, _target_
+    ("degenbench.documents",),   # pages and truths, from any source
+    ("degenbench.metrics",),     # the degeneration rule, CER, the paper's score
+    ("degenbench.models",),      # architectures, families, stand-ins, snapshots, reference systems
+    ("degenbench.decoding",),    # generation (transformers, vLLM), LoopStop, mitigations
+    ("degenbench.tracking",),    # provenance and W&B
+    ("degenbench.stages",),      # the stage graph: data -> SFT -> candidates -> pairs -> DPO -> eval
+    ("degenbench.analysis",),    # runs -> tables, figures, the report
+    ("degenbench.sweep", "degenbench.tools", "degenbench.cli", "degenbench.__main__"),  # commands
+]
+
+
+def layer(module: str) -> int:
+    if module == "degenbench":  # the package's face: its version
+        return 0
+    for i, prefixes in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return i
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def test_layers_import_only_downwards():
+    graph = import_graph()
+    up = [(m, d) for m, deps in graph.items() if m != "degenbench" for d in deps if layer(d) > layer(m)]
+    assert not up, f"imports from a lower layer into a higher one: {up}"
+
+
+def test_the_checker_finds_an_upward_import():
+    assert layer("degenbench.models.families") < layer("degenbench.decoding.generate")
+    graph = {"degenbench.models.families": {"degenbench.decoding.vllm"}}
+    assert [(m, d) for m, ds in graph.items() for d in ds if layer(d) > layer(m)]
+
+
 def test_evaluation_is_a_stage():
     graph = import_graph()
     assert "degenbench.stages.evaluate" in graph and "degenbench.evaluate" not in graph
 
 
 def test_architecture_adapters_are_a_low_layer():
-    """degenbench/arch/ is asked by the stages, the loaders and the backends: it asks none of them."""
+    """degenbench/models/arch/ is asked by the stages, the loaders and the backends: it asks none of them."""
     graph = import_graph()
-    arch = {m for m in graph if m == "degenbench.arch" or m.startswith("degenbench.arch.")}
-    assert {"degenbench.arch.base", "degenbench.arch.qwen2_5_vl", "degenbench.arch.gemma3"} <= arch
+    arch = {m for m in graph if m == "degenbench.models.arch" or m.startswith("degenbench.models.arch.")}
+    assert {"degenbench.models.arch.base", "degenbench.models.arch.qwen2_5_vl", "degenbench.models.arch.gemma3"} <= arch
     assert all(graph[m] <= arch for m in arch), {m: graph[m] - arch for m in arch}
 
 

@@ -1,4 +1,4 @@
-"""Decode-time mitigations (conf/mitigation, degenbench/mitigation.py): each one's settings reach HF
+"""Decode-time mitigations (conf/mitigation, degenbench/decoding/mitigation.py): each one's settings reach HF
 generate and vLLM's SamplingParams, retries are counted and every attempt is recorded, and the
 pages whose truth legitimately repeats are made, flagged and reported apart."""
 import json
@@ -8,16 +8,16 @@ import pytest
 from conftest import TINY
 from omegaconf import OmegaConf
 
-from degenbench import mitigation
-from degenbench.analysis import mitigations as mit_tables
-from degenbench.backends import vllm as vllm_backend
-from degenbench.chat import Output
+from degenbench.decoding import mitigation
+from degenbench.analysis import mitigation_tables as mit_tables
+from degenbench.decoding import vllm as vllm_backend
+from degenbench.models.chat import Output
 from degenbench.config import compose
 from degenbench.documents import synthetic
 from degenbench.documents.evalsets import EvalSet
 from degenbench.documents.record import truth_repeats
-from degenbench.families import load_trained
-from degenbench.generate import decoding, generate
+from degenbench.models.families import load_trained
+from degenbench.decoding.generate import decoding, generate
 from degenbench.stages import reuse
 from degenbench.stages.graph import Keys, run_job
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_tables import chain, predictions, table
 
-from degenbench import report
+from degenbench.analysis import report
 from degenbench.analysis import runs as runs_mod
 from degenbench.analysis.persistence import COLS, persistence
 from degenbench.metrics import wilson

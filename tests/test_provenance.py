@@ -11,7 +11,8 @@ import pytest
 import torch
 from packaging.requirements import Requirement
 
-from degenbench import provenance, standins
+from degenbench.tracking import provenance
+from degenbench.models import recipes
 from degenbench.config import CONF_DIR, ROOT, compose
 
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -139,7 +140,7 @@ def test_checkpoint_identity_of_hub_revisions_local_folders_and_standins(tmp_pat
     assert provenance.checkpoint_identity(local)["fingerprint"] != first["fingerprint"]
 
     tiny = provenance.checkpoint_identity(family())
-    assert tiny["recipe"] == standins.recipe_hash(family()) and tiny["exists"]
+    assert tiny["recipe"] == recipes.recipe_hash(family()) and tiny["exists"]
     assert tiny["path"] == str(family().sizes.tiny.pretrained)  # the shipped base
     changed = provenance.checkpoint_identity(family("family.standin.seed=99"))
     assert changed["recipe"] != tiny["recipe"] and changed["path"] != tiny["path"]

@@ -9,11 +9,12 @@ import weakref
 import pytest
 import torch
 
-from degenbench import families, rehearsal
+from degenbench.models import families
+from degenbench.tools import rehearsal
 from degenbench.config import ROOT, compose, known_families
 from degenbench.documents import load_documents, split
 from degenbench.documents.record import Document
-from degenbench.loopstop import LoopStop
+from degenbench.decoding.loopstop import LoopStop
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 
@@ -91,7 +92,7 @@ def test_a_bad_training_page_is_a_counted_skip_recorded_with_the_artifact(tmp_pa
 def test_real_size_defaults_fit_one_80gb_gpu():
     """A real 7B with the default SFT/DPO settings (batch 4, no gradient checkpointing) needed far
     more than one 80 GB GPU. `family.size=real` sets what fits; the estimate is written down."""
-    from degenbench import memory
+    from degenbench.tools import memory
 
     for name in known_families():
         cfg = compose([f"family={name}", "family.size=real", "data=manifest", "data.path=unused.jsonl"])
@@ -133,7 +134,7 @@ def test_a_processor_call_sizes_an_a4_page_by_the_family_bounds(name, size):
     family's bounds allow, whatever the loaded files say (real: the hub-faithful snapshot)."""
     from PIL import Image
 
-    from degenbench import snapshots
+    from degenbench.models import snapshots
 
     overrides = [f"family={name}", f"family.size={size}"]
     if size == "real":

@@ -9,14 +9,14 @@ import pandas as pd
 import pytest
 
 from conftest import CHAIN, TINY, Messages
-from degenbench import references
+from degenbench.models import reference_systems
 from degenbench.analysis import runs as runs_mod
 from degenbench.config import compose
 from degenbench.documents import synthetic, truth_json
 from degenbench.documents.record import make_document
 from degenbench.documents.evalsets import eval_sets
 from degenbench.metrics import score_output, settings
-from degenbench.report import report
+from degenbench.analysis.report import report
 from degenbench.stages import reference
 from degenbench.stages.graph import Keys, run_job
 
@@ -34,18 +34,18 @@ def doc(i, header, margin, footer, text):
 def test_blind_answer_is_the_most_common_training_answer():
     train = [doc(0, "A", "m1", "f1", "x"), doc(1, "B", "m2", "f2", "y"), doc(2, "B", "m2", "f2", "y"),
              doc(3, "C", "m1", "f1", "z")]
-    out = references.blind_answer(train, train[:3])
+    out = reference_systems.blind_answer(train, train[:3])
     assert out == [train[1].answer] * 3
     # a tie goes to the answer seen first in the training documents (the seeded split's order)
     tie = [train[0], train[3], train[1]]
-    assert references.blind_answer(tie, tie[:1]) == [train[0].answer]
-    assert references.blind_answer(tie[::-1], tie[:1]) == [train[1].answer]
+    assert reference_systems.blind_answer(tie, tie[:1]) == [train[0].answer]
+    assert reference_systems.blind_answer(tie[::-1], tie[:1]) == [train[1].answer]
 
 
 def test_blind_fields_assembles_each_fields_most_common_value():
     train = [doc(0, "A", "m1", "f1", "x"), doc(1, "A", "m2", "f2", "y"), doc(2, "B", "m2", "f3", "y"),
              doc(3, "C", "m3", "f3", "z"), doc(4, "D", "m1", "f4", "y")]
-    (out,) = references.blind_fields(train, train[:1])
+    (out,) = reference_systems.blind_fields(train, train[:1])
     # header A (2), margin m1/m2 tie -> m1 (seen first), footer f3 (2), text y (3): an answer no
     # training page has
     assert out == truth_json({"header": "A", "margin": "m1", "footer": "f3", "text": "y"})
@@ -58,8 +58,8 @@ def test_tesseract_reads_a_synthetic_page_far_better_than_the_blind_baselines():
     cfg = compose(["stage=reference"])
     pages = synthetic.generate(6, 0, **PAGE)
     train = synthetic.generate(24, 0, first=100, **PAGE)
-    ocr = references.build(cfg, "tesseract")(train, pages)
-    blind = references.blind_fields(train, pages)
+    ocr = reference_systems.build(cfg, "tesseract")(train, pages)
+    blind = reference_systems.blind_fields(train, pages)
     def mean_cer(outputs):  # scored as a run scores them
         m = settings(cfg.metrics)
         return sum(score_output(d, o, False, [], m)["cer"] for d, o in zip(pages, outputs)) / len(pages)
@@ -67,13 +67,13 @@ def test_tesseract_reads_a_synthetic_page_far_better_than_the_blind_baselines():
     tess_cer, blind_cer = mean_cer(ocr), mean_cer(blind)
     assert tess_cer < 0.35 and tess_cer < blind_cer / 2, (tess_cer, blind_cer, ocr)
     assert all(o == o.rstrip() and o for o in ocr)  # plain text, no trailing newline or form feed
-    spec = references.spec(cfg, "tesseract")
+    spec = reference_systems.spec(cfg, "tesseract")
     assert spec["version"].startswith("5") and spec["psm"] == 6 and spec["scale"] == 2 and spec["traineddata"]
     # pages read side by side come back in the documents' order, as one at a time reads them;
     # the worker count is not part of what defines the outputs (the run key)
     one = compose(["stage=reference", "reference.tesseract.workers=1"])
-    assert references.build(one, "tesseract")(train, pages) == ocr
-    assert references.spec(one, "tesseract") == spec
+    assert reference_systems.build(one, "tesseract")(train, pages) == ocr
+    assert reference_systems.spec(one, "tesseract") == spec
 
 
 def test_a_reference_job_writes_complete_runs_and_a_second_one_for_another_family_is_a_cache_hit(tmp_path):

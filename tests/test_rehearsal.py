@@ -13,11 +13,12 @@ import torch
 from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from degenbench import families, rehearsal, snapshots
+from degenbench.models import families, snapshots
+from degenbench.tools import rehearsal
 from degenbench.config import compose
 from degenbench.documents import load_documents, synthetic
-from degenbench.chat import encode
-from degenbench.generate import generate
+from degenbench.models.chat import encode
+from degenbench.decoding.generate import generate
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from degenbench import families
+from degenbench.models import families
 from degenbench.config import compose, known_families
 from degenbench.stages.graph import run_job
 from conftest import TINY

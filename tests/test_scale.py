@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from degenbench import families
+from degenbench.models import families
 from degenbench.config import CONF_DIR, ROOT, compose
 from degenbench.documents import synthetic
-from degenbench.generate import generate
-from degenbench.loopstop import LoopStop
+from degenbench.decoding.generate import generate
+from degenbench.decoding.loopstop import LoopStop
 from degenbench.metrics import score_output
 from degenbench.metrics.degeneration import is_degenerate
 from degenbench.stages.graph import run_job

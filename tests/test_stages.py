@@ -11,7 +11,7 @@ from trl import DPOConfig, DPOTrainer
 from conftest import CHAIN, TINY, Messages, builds
 from degenbench.config import compose
 from degenbench.stages import store
-from degenbench.families import load_trained
+from degenbench.models.families import load_trained
 from degenbench.stages.training import MODEL_DIR
 from degenbench.stages.data import LeakError
 from degenbench.stages.dpo import LogpsWatch

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from degenbench import report
+from degenbench.analysis import report
 from degenbench.analysis import figures, runs as runs_mod, tables
 from degenbench.metrics import wilson
 from degenbench.stages.store import COMPLETE

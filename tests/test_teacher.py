@@ -11,7 +11,7 @@ from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 from conftest import TINY
 from degenbench.config import compose
 from degenbench.documents import load_split, teacher
-from degenbench.families import load_processor
+from degenbench.models.families import load_processor
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.graph import run_job
 from degenbench.stages.sft import sft_data, teacher_loops

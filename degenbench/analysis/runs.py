@@ -2,7 +2,7 @@
 
 Both loaders map a run's (config, summary) through the same `row()`: locally the pair is the run
 folder's config.yaml and metrics.json; on W&B it is the evaluation run's config and summary, which
-`degenbench.tracking.log_run` wrote from those very files.
+`degenbench.tracking.wandb_log.log_run` wrote from those very files.
 
     load_runs("outputs/runs")                                   # local store (offline W&B runs too)
     load_wandb("my-entity/degenbench", {"tags": "toy"})         # online project (wandb.Api)
@@ -35,7 +35,7 @@ COLUMNS = {
     "size": "tiny stand-in or real (\"-\" for a reference system)",
     "eval_set": "documents evaluated: heldout (the training source's held-out split), validation (carved "
                 "from the training side, never trained on; beta is chosen here) or a named external set",
-    "stage": "vanilla, sft, dpo, or reference (no model: degenbench/references.py)",
+    "stage": "vanilla, sft, dpo, or reference (no model: degenbench/models/reference_systems.py)",
     "mitigation": "decode-time mitigation of the evaluation (conf/mitigation; none, or \"-\" for a reference system)",
     "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
     "n_docs": "documents of its eval set evaluated",

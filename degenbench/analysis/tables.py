@@ -10,7 +10,7 @@ reported on the other eval sets; validation itself is never a reported set. Wher
 validation runs no beta is chosen and every beta is shown. Paired per-document statistics live in
 `compare`.
 
-Reference systems (stage "reference", family = the system: degenbench/references.py) are rows of
+Reference systems (stage "reference", family = the system: degenbench/models/reference_systems.py) are rows of
 the stage table and of `quality`, first; the tables that compare stages of one model (beta
 choice, beta sweep, comparisons, reductions, pairs, cost) have none of them.
 """

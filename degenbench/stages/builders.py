@@ -13,7 +13,8 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from degenbench.documents import Document
-from degenbench.families import load_processor, release
+from degenbench.decoding.generate import release
+from degenbench.models.families import load_processor
 from degenbench.stages import evaluate, launch
 from degenbench.stages.judge import judge_candidates
 from degenbench.stages.pairs import DATASET, STATS, build_pairs

@@ -14,7 +14,7 @@ import datasets
 from omegaconf import DictConfig
 from PIL import Image
 
-from degenbench.chat import page_check
+from degenbench.models.chat import page_check
 from degenbench.documents import Document, iter_pages
 
 

@@ -9,10 +9,10 @@ from omegaconf import DictConfig
 from transformers import TrainerCallback
 from trl import DPOConfig, DPOTrainer
 
-from degenbench.families import load_trained
+from degenbench.models.families import load_trained
 from degenbench.stages.training import (MODEL_DIR, InputStats, LossGuard, ResumableWeights, fit, save_trained,
                                         trainer_config)
-from degenbench.tracking import wandb_training
+from degenbench.tracking.wandb_log import wandb_training
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,12 @@ from filelock import FileLock
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from degenbench import mitigation, provenance
-from degenbench.chat import page_check
+from degenbench.decoding import mitigation
+from degenbench.tracking import provenance
+from degenbench.models.chat import page_check
 from degenbench.documents import Document, open_pages
-from degenbench.families import load_processor, load_trained, release
-from degenbench.generate import decoding_record, generate
+from degenbench.models.families import load_processor, load_trained
+from degenbench.decoding.generate import decoding_record, generate, release
 from degenbench.metrics import score_output, settings
 from degenbench.stages import reuse, store
 from degenbench.stages.naming import lock_for, run_dir_for, run_ids
@@ -146,7 +147,7 @@ def generation_model(cfg: DictConfig, model_dir: Path | None, gen: DictConfig, g
     LoRA stage: its merged copy, an artifact of its own built once beside the others)."""
     if gen.get("backend", "hf") != "vllm":
         return load_trained(cfg.family, cfg.device, model_dir)
-    from degenbench.backends import vllm
+    from degenbench.decoding import vllm
 
     if model_dir is not None and (Path(model_dir) / "adapter_config.json").is_file():
         trained = Path(model_dir).parent  # <kind>/<name>-<key>: the merged copy has the same key

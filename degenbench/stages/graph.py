@@ -22,11 +22,14 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import io, mitigation, provenance, standins
+from degenbench import io
+from degenbench.decoding import mitigation
+from degenbench.tracking import provenance
+from degenbench.models import recipes
 from degenbench.config import REFERENCE, validate
 from degenbench.documents import Split, load_split, teacher
 from degenbench.documents.evalsets import EvalSet, by_content, data_identity, eval_sets, for_set, generation
-from degenbench.families import precision
+from degenbench.models.families import precision
 from degenbench.stages import builders, evaluate, reference
 from degenbench.stages.builders import Job
 from degenbench.stages.data import assert_no_heldout, assert_no_shared_pages
@@ -46,7 +49,7 @@ def base_spec(cfg: DictConfig) -> dict:
     for k in ("sizes", "train", "standin", "lora_target_modules"):
         fam.pop(k, None)
     if cfg.family.size == "tiny":
-        fam["pretrained"] = standins.recipe_hash(cfg.family)
+        fam["pretrained"] = recipes.recipe_hash(cfg.family)
         fam.pop("revision", None)
     elif Path(fam["pretrained"]).is_dir():  # a local snapshot: what it holds, not where it lies
         fam["pretrained"] = {"fingerprint": io.fingerprint(fam["pretrained"])}

@@ -73,8 +73,8 @@ class LLMJudge:
         import torch
         from hydra.utils import get_class
 
-        from degenbench.families import pick_device
-        from degenbench.generate import decoding
+        from degenbench.models.families import pick_device
+        from degenbench.decoding.generate import decoding
 
         cfg = OmegaConf.create(settings)
         self.cfg, self.max_image_pixels = cfg, max_image_pixels
@@ -163,7 +163,7 @@ class LLMJudge:
         return {"judged": self.judged, "unparsed": self.unparsed}
 
     def close(self) -> None:
-        from degenbench.families import release
+        from degenbench.decoding.generate import release
 
         release(self.model)
         self.model = None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from degenbench import mitigation
+from degenbench.decoding import mitigation
 
 IDS = ("family", "size", "stage", "beta", "seed", "eval_set", "mitigation")  # what names a run in every table
 

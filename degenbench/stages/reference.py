@@ -1,4 +1,4 @@
-"""Reference stage (`stage=reference`): no model. Each reference system (degenbench/references.py)
+"""Reference stage (`stage=reference`): no model. Each reference system (degenbench/models/reference_systems.py)
 answers every page of every evaluation set, scored with the same metrics into a run folder like a
 model's (predictions.parquet, metrics.json, config.yaml, heldout_ids.json, _COMPLETE.json):
 
@@ -29,7 +29,9 @@ from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from degenbench import io, provenance, references
+from degenbench import io
+from degenbench.tracking import provenance
+from degenbench.models import reference_systems
 from degenbench.config import REFERENCE
 from degenbench.documents import Document, iter_pages
 from degenbench.documents.evalsets import EvalSet
@@ -61,14 +63,14 @@ def run_dir_for(cfg: DictConfig, system: str, eval_set: str, key: str) -> Path:
 def plan(cfg: DictConfig, data_key: str, sets: list[EvalSet]) -> list[Planned]:
     """The job's reference runs: every system on every distinct set of pages."""
     out, seen = [], set()
-    built = {system: references.build(cfg, system) for system in references.systems(cfg)}  # once per job
+    built = {system: reference_systems.build(cfg, system) for system in reference_systems.systems(cfg)}  # once per job
     for s in sets:
         name = getattr(s, "base", "") or s.name  # heldout@4x: heldout's pages, heldout's run
         for system, answer in built.items():
             if (name, system) in seen:
                 continue
             seen.add((name, system))
-            spec = references.spec(cfg, system, answer)
+            spec = reference_systems.spec(cfg, system, answer)
             key = store.key_of(REFERENCE, spec, data_key, s.identity, cfg.metrics)
             out.append(Planned(s, name, system, spec, key, run_dir_for(cfg, system, name, key), answer))
     return out

@@ -59,7 +59,7 @@ def extendable(cfg, base_run: Path | None) -> Path | None:
     """`base_run` (the same pages at 1x, given for a budget above 1x) if this evaluation may extend
     it: greedy decoding, generation.reuse_budget on, the base run complete, and no retries (a 1x
     attempt that hit the limit may end at k x, and then no retry follows)."""
-    from degenbench import mitigation
+    from degenbench.decoding import mitigation
 
     gen = cfg.generation
     if base_run is None or gen.do_sample or not gen.get("reuse_budget", True) or not is_complete(base_run) \

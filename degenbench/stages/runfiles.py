@@ -21,7 +21,8 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import io, tracking
+from degenbench import io
+from degenbench.tracking import wandb_log
 from degenbench.documents import Document
 from degenbench.metrics import summarize
 from degenbench.stages import store
@@ -63,7 +64,7 @@ def write_run(cfg: DictConfig, run_dir: Path, key: str, table: pd.DataFrame, ski
                **summarize(table.to_dict("records"), skipped, cfg.metrics.alpha),
                "provenance": prov}
     io.write_json(run_dir / "metrics.json", summary)  # local results first: W&B may fail
-    summary |= tracking.log_run(cfg, run_dir, run_id, key, summary, table, group=group)
+    summary |= wandb_log.log_run(cfg, run_dir, run_id, key, summary, table, group=group)
     io.write_json(run_dir / "metrics.json", summary)
     io.write_json(run_dir / store.COMPLETE, {"key": key, "run_id": run_id})
     shutil.rmtree(run_dir / "shards", ignore_errors=True)

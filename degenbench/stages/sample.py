@@ -9,9 +9,9 @@ from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
 from degenbench import io
-from degenbench.chat import page_check
+from degenbench.models.chat import page_check
 from degenbench.documents import Document, open_pages
-from degenbench.generate import decoding_record, generate
+from degenbench.decoding.generate import decoding_record, generate
 from degenbench.stages.store import Shards
 
 log = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ from pathlib import Path
 from omegaconf import DictConfig
 from trl import SFTConfig, SFTTrainer
 
-from degenbench import families
+from degenbench.models import families
 from degenbench.documents import Document, teacher
 from degenbench.stages.data import sft_dataset
 from degenbench.stages.training import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
                                         trainer_config)
-from degenbench.tracking import wandb_training
+from degenbench.tracking.wandb_log import wandb_training
 
 log = logging.getLogger(__name__)
 

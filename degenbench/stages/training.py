@@ -17,8 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import TrainerCallback
 
-from degenbench import families
-from degenbench.chat import input_stats
+from degenbench.models import families
+from degenbench.models.chat import input_stats
 
 log = logging.getLogger(__name__)
 MODEL_DIR = "model"  # inside a training artifact: the adapter (LoRA) or the full model

@@ -12,9 +12,9 @@ import time
 
 import torch
 
-from degenbench import bases
+from degenbench.models import pretrain
 from degenbench.config import compose
-from degenbench.families import load_trained
+from degenbench.models.families import load_trained
 from degenbench.metrics import cer
 
 p = argparse.ArgumentParser()
@@ -31,13 +31,13 @@ fam = cfg.family
 model, processor = load_trained(fam, "cpu", None)  # the shipped base
 page, stage = fam.standin.page, fam.standin.base.stages[-1]
 rng_eval = random.Random(f"degenbench-base-eval:{page.rows}")  # the pages of standin.json's own_4_rows
-pages = [bases.style_a_page(rng_eval, page.cols, page.rows, page.rows, page.cell) for _ in range(64)]
+pages = [pretrain.style_a_page(rng_eval, page.cols, page.rows, page.rows, page.cell) for _ in range(64)]
 
 
 def own_cer() -> float:
     model.eval()
     with torch.no_grad():
-        preds = bases._generate(model, processor, [im for im, _ in pages], bases.PROMPTS[0], page.cols * page.rows + 16)
+        preds = pretrain._generate(model, processor, [im for im, _ in pages], pretrain.PROMPTS[0], page.cols * page.rows + 16)
     model.train()
     return sum(cer(a, q) for (_, a), q in zip(pages, preds)) / len(pages)
 
@@ -49,7 +49,7 @@ t0 = time.time()
 print(f"{args.family}: step 0 (shipped base), own 4-row CER {own_cer():.4f}", flush=True)
 model.train()
 for step in range(1, args.steps + 1):
-    loss = model(**bases._batch(processor, rng, fam.standin.base.batch_size, page, stage, fam.prompt)).loss
+    loss = model(**pretrain._batch(processor, rng, fam.standin.base.batch_size, page, stage, fam.prompt)).loss
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step(), opt.zero_grad()
@@ -57,4 +57,4 @@ for step in range(1, args.steps + 1):
         print(f"{args.family}: step +{step} ({time.time() - t0:.0f} s), loss {loss.item():.4f}, "
               f"own 4-row CER {own_cer():.4f}", flush=True)
 model.eval()
-print(bases.reading_record(model, processor, page, fam.prompt), flush=True)
+print(pretrain.reading_record(model, processor, page, fam.prompt), flush=True)

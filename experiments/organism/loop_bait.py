@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 from degenbench.config import compose
 from degenbench.documents import synthetic
-from degenbench.generate import generate
+from degenbench.decoding.generate import generate
 from degenbench.metrics.degeneration import is_degenerate
-from degenbench.families import load_trained
+from degenbench.models.families import load_trained
 from degenbench.stages.training import MODEL_DIR
 
 p = argparse.ArgumentParser()

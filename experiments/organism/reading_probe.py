@@ -10,7 +10,7 @@ import random
 
 import torch
 
-from degenbench import standins
+from degenbench.models import standins
 from degenbench.config import compose
 from degenbench.documents.synthetic import draw_grid
 from degenbench.metrics import cer
@@ -27,7 +27,7 @@ args = p.parse_args()
 torch.manual_seed(0)
 fam = compose(["family=qwen2.5-vl-3b", "family.standin.base.then=[]",  # random weights, not a base
                f"family.standin.mrope_section=[{','.join(map(str, args.mrope))}]"]).family
-model, proc, _ = standins._init(fam)
+model, proc, _ = standins.init(fam)
 if args.clip_norm:
     proc.image_processor.image_mean = [0.48145466, 0.4578275, 0.40821073]
     proc.image_processor.image_std = [0.26862954, 0.26130258, 0.27577711]

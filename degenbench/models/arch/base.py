@@ -1,8 +1,8 @@
 """The architecture adapter: what degenbench needs to know of a model architecture, written once.
 
 A family names its architecture (`family.arch`); everything that differs between architectures is
-a method of that architecture's Adapter, and nothing outside degenbench/arch/ asks which one it is.
-Subclassing registers an adapter under its `arch` (see degenbench.arch.for_arch).
+a method of that architecture's Adapter, and nothing outside degenbench/models/arch/ asks which one it is.
+Subclassing registers an adapter under its `arch` (see degenbench.models.arch.for_arch).
 
 Methods with a body here are the plain behaviour (the page goes to the processor as it is); an
 architecture overrides what it does differently. This module is a low layer: it imports no stage.
@@ -56,7 +56,7 @@ class Adapter(ABC):
         image path refuses would fail its whole batch."""
         return None
 
-    # -- the tiny stand-in (degenbench/standins.py) -------------------------------------------
+    # -- the tiny stand-in (degenbench/models/standins.py) -------------------------------------------
     def tokenizer_kwargs(self) -> dict:
         """PreTrainedTokenizerFast arguments beyond pad/eos: the processor's named tokens."""
         return {}

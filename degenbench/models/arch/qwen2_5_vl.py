@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from degenbench.arch.base import PAPER_WHITE, Adapter
+from degenbench.models.arch.base import PAPER_WHITE, Adapter
 
 TOKEN_PX = 28  # one visual token: 14-px patches merged 2x2
 

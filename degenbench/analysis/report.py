@@ -23,7 +23,7 @@ import matplotlib
 import pandas as pd
 
 from degenbench import io
-from degenbench.analysis import figures, mitigations, persistence, runs as runs_mod, tables
+from degenbench.analysis import figures, mitigation_tables, persistence, runs as runs_mod, tables
 
 log = logging.getLogger(__name__)
 REFERENCES = ("Reference rows (stage `reference`, family = the system; `degenbench stage=reference`): "
@@ -134,9 +134,9 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
                     "need the local run folders and are not made")
     if local and len(every) > len(runs):  # decode-time mitigations: their own tables and figure
         mit_preds = runs_mod.load_predictions(every)
-        named["mitigations"] = mitigations.table(every, mit_preds, choice)
-        named["mitigation_audit"] = mitigations.audit(every, mit_preds, mitigations.rule_of(every), choice)
-        figs["mitigations"] = mitigations.figure(named["mitigations"])
+        named["mitigations"] = mitigation_tables.table(every, mit_preds, choice)
+        named["mitigation_audit"] = mitigation_tables.audit(every, mit_preds, mitigation_tables.rule_of(every), choice)
+        figs["mitigations"] = mitigation_tables.figure(named["mitigations"])
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
@@ -167,7 +167,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
         log.warning("tables left empty, for want of the runs they compare: %s", "; ".join(empty))
         md += ["**Tables left empty** (this store lacks the runs they need): " + "; ".join(empty) + ".\n"]
     if "mitigations" in named:
-        md.append(mitigations.README)
+        md.append(mitigation_tables.README)
     md.append("## Figures\n")
     for name, fig in figs.items():
         figures.save(fig, out, name)

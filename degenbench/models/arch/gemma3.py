@@ -6,7 +6,7 @@ import json
 
 from omegaconf import DictConfig
 
-from degenbench.arch.base import PAPER_WHITE, Adapter
+from degenbench.models.arch.base import PAPER_WHITE, Adapter
 
 
 class Gemma3(Adapter):

@@ -55,7 +55,7 @@ def source_of(family: DictConfig) -> str:
     """Where the family loads from: the hub id (real), or the stand-in directory (tiny; shape too,
     for its processor), the shipped base or one built into the cache first."""
     if family.size in ("tiny", "shape"):
-        from degenbench import standins
+        from degenbench.models import standins
 
         return str(standins.ensure(family))
     return str(family.pretrained)
@@ -72,7 +72,7 @@ def load_processor(family: DictConfig, source: str | None = None):
     Generation, TRL's SFT and DPO collators and vLLM all size a page through these bounds, so a
     page is the same image tokens everywhere: the architecture's adapter sets them on the loaded
     processor (a hub file's own bounds would otherwise win), and they are checked here."""
-    from degenbench.arch import adapter
+    from degenbench.models.arch import adapter
 
     source = source or source_of(family)
     kwargs = {}
@@ -155,19 +155,3 @@ def load_trained(family: DictConfig, device: str, model_dir: str | Path | None =
         model = PeftModel.from_pretrained(model, str(model_dir), is_trainable=trainable)
         return (model if trainable else model.merge_and_unload()), processor
     return load(family, device, weights=str(model_dir))
-
-
-
-def release(model) -> None:
-    """Free a generation model's memory before the next stage needs it (a vLLM engine holds its
-    GPU memory until shut down)."""
-    import gc
-
-    if type(model).__module__.startswith("vllm"):
-        from degenbench.backends import vllm
-
-        vllm.release(model)
-    del model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -8,8 +8,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from transformers import GenerationConfig, StoppingCriteriaList
 
-from degenbench.chat import Output, encode, input_stats
-from degenbench.loopstop import LoopStop
+from degenbench.models.chat import Output, encode, input_stats
+from degenbench.decoding.loopstop import LoopStop
 
 
 def _eos_ids(model) -> set[int]:
@@ -21,7 +21,7 @@ def decoding(model, gen: DictConfig, n: int = 1, pad_token_id: int | None = None
     """The GenerationConfig degenbench runs: every decoding setting from `gen` (generation.* or
     sampling.*), nothing from the checkpoint's generation_config.json unless `gen.inherit` names
     it (e.g. [repetition_penalty] to decode as the model card does). Stop ids stay the model's."""
-    from degenbench.families import own_decoding
+    from degenbench.models.families import own_decoding
 
     if not hasattr(model, "checkpoint_decoding"):  # a model not loaded by families.load
         own_decoding(model)
@@ -45,7 +45,7 @@ def decoding_record(model, gen: DictConfig, n: int = 1) -> dict:
     """What a run records about its decoding: the settings applied and what the checkpoint's
     generation_config.json asked for and degenbench did not apply."""
     if gen.get("backend", "hf") == "vllm":
-        from degenbench.backends import vllm
+        from degenbench.decoding import vllm
 
         return vllm.decoding_record(gen, n)
     applied = decoding(model, gen, n).to_diff_dict()
@@ -62,7 +62,7 @@ def generate(model, processor, family: DictConfig, images: list[Image.Image], ge
     `model` is an HF model, or a vLLM engine with generation.backend=vllm. `seed`: sampling
     seed of this batch (the same samples however the batches are run)."""
     if gen.get("backend", "hf") == "vllm":
-        from degenbench.backends import vllm
+        from degenbench.decoding import vllm
 
         return vllm.generate(model, processor, family, images, gen, num_return_sequences, seed)
     if seed is not None:
@@ -88,3 +88,18 @@ def generate(model, processor, family: DictConfig, images: list[Image.Image], ge
             seconds=seconds / len(out), loop_stopped=cut is not None,
             inputs=stats[row // num_return_sequences]))
     return results
+
+
+def release(model) -> None:
+    """Free a generation model's memory before the next stage needs it (a vLLM engine holds its
+    GPU memory until shut down)."""
+    import gc
+
+    if type(model).__module__.startswith("vllm"):
+        from degenbench.decoding import vllm
+
+        vllm.release(model)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

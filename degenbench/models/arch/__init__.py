@@ -1,6 +1,6 @@
 """One adapter per model architecture (base.Adapter); `adapter(family)` finds the family's.
 
-    from degenbench.arch import adapter
+    from degenbench.models.arch import adapter
     adapter(cfg.family).vision_inputs(chats, images)
 
 A family's `arch` is a registered name (the adapters below, or any Adapter subclass already
@@ -11,8 +11,8 @@ from __future__ import annotations
 from hydra.utils import get_class
 from omegaconf import DictConfig
 
-from degenbench.arch import gemma3, qwen2_5_vl  # noqa: F401  (register the shipped adapters)
-from degenbench.arch.base import REGISTRY, Adapter
+from degenbench.models.arch import gemma3, qwen2_5_vl  # noqa: F401  (register the shipped adapters)
+from degenbench.models.arch.base import REGISTRY, Adapter
 
 
 def for_arch(name: str) -> Adapter:
@@ -20,11 +20,11 @@ def for_arch(name: str) -> Adapter:
     if name not in REGISTRY and "." in name:
         cls = get_class(name)
         if not (isinstance(cls, type) and issubclass(cls, Adapter)):
-            raise ValueError(f"arch {name!r} is not an Adapter subclass (degenbench/arch/base.py)")
+            raise ValueError(f"arch {name!r} is not an Adapter subclass (degenbench/models/arch/base.py)")
         return cls()
     if name not in REGISTRY:
         raise ValueError(f"no adapter for arch {name!r}; known: {', '.join(sorted(REGISTRY))} "
-                         "(degenbench/arch/), or a class path to an Adapter subclass")
+                         "(degenbench/models/arch/), or a class path to an Adapter subclass")
     return REGISTRY[name]()
 
 

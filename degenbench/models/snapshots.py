@@ -24,8 +24,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import io, standins
-from degenbench.arch import adapter
+from degenbench import io
+from degenbench.models import recipes, standins
+from degenbench.models.arch import adapter
 from degenbench.config import PACKAGE
 
 HUB_DIR = PACKAGE / "standins" / "hub"
@@ -45,7 +46,7 @@ def published(name: str) -> dict:
 
 def key(family: DictConfig) -> str:
     """What defines a snapshot: the stand-in's recipe, the published files and this builder."""
-    blob = json.dumps([VERSION, standins.recipe_hash(family), published(family.name)], sort_keys=True)
+    blob = json.dumps([VERSION, recipes.recipe_hash(family), published(family.name)], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -91,8 +92,8 @@ def build(family: DictConfig, out_dir: str | Path) -> Path:
             tok_json["post_processor"] = _bos_post_processor(tok["bos_token"], vocab[tok["bos_token"]])
             (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")
         adapted = adapter(family).fit_snapshot(tmp, pub["files"]["preprocessor_config.json"])
-        record = {"family": family.name, "hub_id": pub["hub_id"], "key": key(family), "built_by": "degenbench.snapshots.build",
-                  "standin": str(src), "standin_recipe": standins.recipe_hash(tiny),
+        record = {"family": family.name, "hub_id": pub["hub_id"], "key": key(family), "built_by": "degenbench.models.snapshots.build",
+                  "standin": str(src), "standin_recipe": recipes.recipe_hash(tiny),
                   "published_files": sorted([*pub["files"], "chat_template.json"]),
                   "sources": pub["sources"], "unconfirmed": pub["unconfirmed"],
                   "token_ids": "published ids mapped to the stand-in's by token string: " + ", ".join(

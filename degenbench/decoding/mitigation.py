@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench.chat import Output
+from degenbench.models.chat import Output
 
 NONE = "none"
 # settings an attempt takes when it samples at a retry temperature (vLLM's defaults, as olmOCR runs)

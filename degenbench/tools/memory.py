@@ -26,7 +26,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench.arch import adapter
+from degenbench.models.arch import adapter
 
 GIB = 2**30
 WORKSPACE = 3 * GIB  # CUDA context, cuBLAS workspaces, allocator fragmentation
@@ -68,7 +68,7 @@ def _params(family_yaml: str) -> tuple[int, int]:
     """(all parameters, LoRA parameters) of the real architecture, counted on the meta device."""
     from peft import LoraConfig, get_peft_model
 
-    from degenbench.families import shape_model
+    from degenbench.models.families import shape_model
 
     family = OmegaConf.create(family_yaml)
     with torch.device("meta"):

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench.arch import adapter
-from degenbench.chat import Output, messages
-from degenbench.loopstop import loop_cut, text_lengths
+from degenbench.models.arch import adapter
+from degenbench.models.chat import Output, messages
+from degenbench.decoding.loopstop import loop_cut, text_lengths
 
 MIN_VERSION = "0.19.1"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from degenbench import provenance
+from degenbench.tracking import provenance
 
 log = logging.getLogger(__name__)
 _offline_since: list[str] = []  # why online W&B failed in this process: warn once, then go offline

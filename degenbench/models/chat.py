@@ -9,7 +9,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from degenbench.arch import adapter
+from degenbench.models.arch import adapter
 from degenbench.documents import BadDocument
 
 

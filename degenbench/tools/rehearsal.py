@@ -1,8 +1,8 @@
-"""The real path, rehearsed offline: hub-faithful snapshots (degenbench.snapshots) of the families,
+"""The real path, rehearsed offline: hub-faithful snapshots (degenbench.models.snapshots) of the families,
 loaded as `family.size=real`, on A4 pages from a JSONL manifest, through every stage:
 vanilla -> SFT -> candidates -> pairs -> DPO -> eval, with tiny budgets so it runs on a CPU.
 
-    python -m degenbench.rehearsal --out results/rehearsal    # writes README.md and rehearsal.json
+    python -m degenbench.tools.rehearsal --out results/rehearsal    # writes README.md and rehearsal.json
 
 It checks mechanics, never quality: the stand-ins read 16x4 grid pages, not A4 scans.
 """
@@ -48,7 +48,7 @@ def run(family: str, root: Path, pages: Path) -> dict:
     """One family's chain on its snapshot; what the runs and artifacts recorded about it."""
     import pandas as pd
 
-    from degenbench import snapshots
+    from degenbench.models import snapshots
     from degenbench.config import compose
     from degenbench.stages.graph import run_job
 
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="degenbench-rehearsal-") as tmp:
         pages = write_pages(Path(tmp) / "pages")
         results = [run(f, Path(tmp) / f, pages) for f in args.families]
-    command = shlex.join(["python", "-m", "degenbench.rehearsal", *(argv if argv is not None else sys.argv[1:])])
+    command = shlex.join(["python", "-m", "degenbench.tools.rehearsal", *(argv if argv is not None else sys.argv[1:])])
     io.write_json(Path(args.out) / "rehearsal.json", results)
     io.write_text(Path(args.out) / "README.md", report(results, command) + "\n")
     print(report(results, command))

@@ -130,8 +130,8 @@ class Tesseract:
 
 
 # a system's name -> what a node without `_target_` builds (and whose target keys leave out)
-SHIPPED = {"blind-answer": "degenbench.references.blind_answer", "blind-fields": "degenbench.references.blind_fields",
-           "tesseract": "degenbench.references.Tesseract"}
+SHIPPED = {"blind-answer": "degenbench.models.reference_systems.blind_answer", "blind-fields": "degenbench.models.reference_systems.blind_fields",
+           "tesseract": "degenbench.models.reference_systems.Tesseract"}
 SYSTEM = "reference system"
 
 

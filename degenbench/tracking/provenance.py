@@ -1,7 +1,7 @@
 """What produced a result: the code (git), the installed packages against constraints.txt, the
 device and host CPU, and which checkpoint a family loaded. Everything here is cheap and JSON-serialisable.
 
-    python -m degenbench.provenance [--check]   # git, versions, pins; --check: exit 1 if a pin differs
+    python -m degenbench.tracking.provenance [--check]   # git, versions, pins; --check: exit 1 if a pin differs
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def checkpoint_identity(family: DictConfig) -> dict:
     a branch is not), or a local folder's fingerprint; tiny: the stand-in's recipe hash and folder
     (not built here: a folder that does not exist yet is reported as such); shape: the architecture
     config with random weights, and the stand-in whose processor encodes the pages."""
-    from degenbench import standins
+    from degenbench.models import recipes, standins
 
     out = {"family": family.name, "size": family.size, "hub_id": family.hub_id}
     if family.size == "real":
@@ -166,8 +166,8 @@ def checkpoint_identity(family: DictConfig) -> dict:
         return out | {"source": "hub", "pretrained": source, "revision": revision,
                       "pinned": bool(revision and SHA.fullmatch(str(revision)))}
     shipped = Path(family.sizes.tiny.pretrained)
-    recipe = standins.recipe_hash(family)
-    folder = shipped if standins._current(shipped, family) else Path(family.standin.cache_dir) / f"{family.name}-{recipe}"
+    recipe = recipes.recipe_hash(family)
+    folder = shipped if standins.current(shipped, family) else Path(family.standin.cache_dir) / f"{family.name}-{recipe}"
     standin = {"recipe": recipe, "path": str(folder), "exists": folder.is_dir(),
                "fingerprint": io.fingerprint(folder) if folder.is_dir() else None}
     if family.size == "tiny":

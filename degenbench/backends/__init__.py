@@ -1,2 +1,0 @@
-"""Generation backends behind `degenbench.generate.generate`'s interface: HF `generate` (the
-default, in degenbench/generate.py) and vLLM (`generation.backend=vllm`, extra `vllm`)."""
