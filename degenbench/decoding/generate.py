@@ -6,10 +6,11 @@ import time
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
-from transformers import GenerationConfig, StoppingCriteriaList
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
 from degenbench.models.chat import Output, encode, input_stats
 from degenbench.decoding.loopstop import LoopStop
+from degenbench.decoding.ngram import WindowedNoRepeatNGram, whitelist_ids
 
 
 def _eos_ids(model) -> set[int]:
@@ -26,7 +27,9 @@ def decoding(model, gen: DictConfig, n: int = 1, pad_token_id: int | None = None
     if not hasattr(model, "checkpoint_decoding"):  # a model not loaded by families.load
         own_decoding(model)
     settings = dict(max_new_tokens=gen.max_new_tokens, do_sample=bool(gen.do_sample), num_return_sequences=n,
-                    repetition_penalty=gen.repetition_penalty, no_repeat_ngram_size=gen.no_repeat_ngram_size)
+                    repetition_penalty=gen.repetition_penalty,
+                    # windowed blocking (ngram.py) replaces transformers' global one
+                    no_repeat_ngram_size=0 if gen.get("ngram_window") else gen.no_repeat_ngram_size)
     if gen.do_sample:  # top_k 0: no top-k cut (transformers would apply its default 50)
         settings |= dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or 0)
     for key in gen.get("inherit") or []:
@@ -50,6 +53,9 @@ def decoding_record(model, gen: DictConfig, n: int = 1) -> dict:
         return vllm.decoding_record(gen, n)
     applied = decoding(model, gen, n).to_diff_dict()
     applied.pop("transformers_version", None)
+    if gen.get("ngram_window"):
+        applied["windowed_ngram"] = {"n": gen.no_repeat_ngram_size, "window": gen.ngram_window,
+                                     "whitelist": list(gen.get("ngram_whitelist") or [])}
     inherited = set(gen.get("inherit") or [])
     return {"backend": "hf", "applied": applied,
             "checkpoint_not_applied": {k: v for k, v in model.checkpoint_decoding.items() if k not in inherited}}
@@ -72,10 +78,14 @@ def generate(model, processor, family: DictConfig, images: list[Image.Image], ge
     eos, prompt_len = _eos_ids(model), inputs["input_ids"].shape[1]
     rule = OmegaConf.to_container(gen.loop_rule, resolve=True) | {"budget": gen.max_new_tokens}
     stop = LoopStop(processor.tokenizer, prompt_len, eos, **rule) if gen.get("loop_stop") else None
+    blocks = [WindowedNoRepeatNGram(gen.no_repeat_ngram_size, gen.ngram_window, prompt_len,
+                                    whitelist_ids(processor.tokenizer, gen.get("ngram_whitelist")))] \
+        if gen.get("ngram_window") else []
     start = time.perf_counter()
     out = model.generate(**inputs, generation_config=decoding(model, gen, num_return_sequences,
                                                               processor.tokenizer.pad_token_id),
-                         stopping_criteria=StoppingCriteriaList([stop] if stop else []))
+                         stopping_criteria=StoppingCriteriaList([stop] if stop else []),
+                         logits_processor=LogitsProcessorList(blocks))
     seconds = time.perf_counter() - start
     results = []
     for row, ids in enumerate(out[:, prompt_len:].tolist()):

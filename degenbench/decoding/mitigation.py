@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from degenbench.models.chat import Output
 
 NONE = "none"
+# windowed n-gram blocking (decoding/ngram.py): the window, and the tokens allowed to repeat
+WINDOWED = {"ngram_window", "ngram_whitelist"}
 # settings an attempt takes when it samples at a retry temperature (vLLM's defaults, as olmOCR runs)
 SAMPLED = {"do_sample": True, "top_p": 1.0, "top_k": 0}
 
@@ -53,11 +55,14 @@ def attempts(gen: DictConfig, mit: DictConfig | None) -> list[DictConfig]:
     if mit is None or mit.name == NONE:
         return [gen]
     unknown = set(mit.generation) | set(mit.retry)
-    unknown -= set(gen)
+    unknown -= set(gen) | WINDOWED
     if unknown:
         raise ValueError(f"mitigation={mit.name} sets {sorted(unknown)}, which generation.* does not have; "
-                         f"known: {sorted(gen)}")
-    first = OmegaConf.merge(gen, mit.generation)
+                         f"known: {sorted(set(gen) | WINDOWED)}")
+    first = OmegaConf.merge(gen, {k: v for k, v in mit.generation.items() if k not in WINDOWED})
+    with open_dict(first):  # settings only a mitigation sets: absent from generation.* and its keys
+        for k in WINDOWED & set(mit.generation):
+            first[k] = mit.generation[k]
     temps = list(mit.temperatures or [])
     if mit.max_attempts < 1 or (temps and len(temps) < mit.max_attempts - 1):
         raise ValueError(f"mitigation.max_attempts={mit.max_attempts} needs >= 1, and one temperature per retry "

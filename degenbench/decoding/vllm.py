@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from degenbench.models.arch import adapter
 from degenbench.models.chat import Output, messages
 from degenbench.decoding.loopstop import loop_cut, text_lengths
+from degenbench.decoding.ngram import whitelist_ids
 
 MIN_VERSION = "0.19.1"
 
@@ -90,7 +91,7 @@ def repetition_detection(rule: dict, budget: int) -> dict:
     return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": max(2, rule["min_repeats"], run // size)}
 
 
-def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None) -> dict:
+def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None, tokenizer=None) -> dict:
     """SamplingParams arguments for degenbench's decoding settings: every one explicit."""
     if gen.get("inherit"):
         raise ValueError(f"generation.backend=vllm cannot inherit {list(gen.inherit)} from the checkpoint; "
@@ -103,19 +104,24 @@ def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None) -> dic
         kw |= dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or 0)
     else:
         kw |= dict(temperature=0.0)
-    if gen.no_repeat_ngram_size:  # NGramPerReqLogitsProcessor's per-request settings
-        kw["extra_args"] = {"ngram_size": int(gen.no_repeat_ngram_size), "window_size": int(gen.max_new_tokens)}
+    if gen.no_repeat_ngram_size:  # NGramPerReqLogitsProcessor's per-request settings; no window: the whole output
+        kw["extra_args"] = {"ngram_size": int(gen.no_repeat_ngram_size),
+                            "window_size": int(gen.get("ngram_window") or gen.max_new_tokens)}
+        if gen.get("ngram_whitelist"):  # token ids where a tokenizer is given, else as named (a record)
+            kw["extra_args"]["whitelist_token_ids"] = (
+                whitelist_ids(tokenizer, gen.ngram_whitelist) if tokenizer is not None else list(gen.ngram_whitelist))
     if gen.get("loop_stop"):
         kw["repetition_detection"] = repetition_detection(OmegaConf.to_container(gen.loop_rule, resolve=True),
                                                           gen.max_new_tokens)
     return kw
 
 
-def sampling_params(gen: DictConfig, n: int = 1, seed: int | None = None, max_tokens: int | None = None):
+def sampling_params(gen: DictConfig, n: int = 1, seed: int | None = None, max_tokens: int | None = None,
+                    tokenizer=None):
     from vllm import SamplingParams
     from vllm.sampling_params import RepetitionDetectionParams
 
-    kw = sampling_kwargs(gen, n, seed)
+    kw = sampling_kwargs(gen, n, seed, tokenizer)
     if max_tokens is not None:
         kw["max_tokens"] = max_tokens
     if "repetition_detection" in kw:
@@ -136,7 +142,7 @@ def generate(llm, processor, family: DictConfig, images, gen: DictConfig, num_re
     rule = OmegaConf.to_container(gen.loop_rule, resolve=True)
     start = time.perf_counter()
     results = llm.generate([{"prompt_token_ids": p, "multi_modal_data": {"image": im}} for p, im in zip(prompts, images)],
-                           sampling_params(gen, num_return_sequences, seed), use_tqdm=False)
+                           sampling_params(gen, num_return_sequences, seed, tokenizer=tok), use_tqdm=False)
     rows = [(i, list(c.token_ids), c.finish_reason) for i, r in enumerate(results) for c in r.outputs]
     outs = []
     for k, (i, ids, reason) in enumerate(rows):
@@ -145,7 +151,7 @@ def generate(llm, processor, family: DictConfig, images, gen: DictConfig, num_re
             # a false alarm of the trigger: continue the row from where vLLM stopped it
             left = gen.max_new_tokens - len(ids)
             (more,) = llm.generate([{"prompt_token_ids": prompts[i] + ids, "multi_modal_data": {"image": images[i]}}],
-                                   sampling_params(gen, 1, None if seed is None else seed + k + len(ids), left),
+                                   sampling_params(gen, 1, None if seed is None else seed + k + len(ids), left, tok),
                                    use_tqdm=False)
             ids, reason = ids + list(more.outputs[0].token_ids), more.outputs[0].finish_reason
         outs.append((ids, reason))
