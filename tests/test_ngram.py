@@ -76,7 +76,7 @@ def test_settings_reach_vllm_sampling_params_and_keys_tell_it_apart():
     ids = vllm_backend.sampling_kwargs(g, tokenizer=processor.tokenizer)["extra_args"]["whitelist_token_ids"]
     assert ids == {processor.tokenizer.convert_tokens_to_ids("<|im_end|>")}
     assert vllm_backend.engine_kwargs(cfg.family, [g])["logits_processors"] == [vllm_backend.NGRAM_PROCESSOR]
-    assert mitigation.label(cfg) == "windowed_ngram=12/36"
+    assert mitigation.label(cfg) == "windowed_ngram=12in36"
     from degenbench.documents.evalsets import eval_sets
 
     def eval_key(*o):
