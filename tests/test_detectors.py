@@ -42,3 +42,21 @@ def test_detectors_disagree_where_the_rule_asks_for_the_limit():
     assert not is_degenerate(TABLE, hit_limit=False)
     g = flags(LOOP, [ord(c) for c in LOOP], {"min_pattern_size": 1, "max_pattern_size": 32, "min_count": 4})
     assert all(g.values()) and is_degenerate(LOOP, hit_limit=True)
+
+
+def test_the_detectors_table_counts_agreement_loners_and_false_positives():
+    """Four pages: a loop all flag; a table of repeated rows that ended, flagged by compression
+    alone (a false positive on a repetitive page); two plain pages nobody flags."""
+    import pandas as pd
+
+    from degenbench.analysis.detectors import DETECTORS, table
+
+    flags = pd.DataFrame({"repetitive": [False, True, False, False], "ended": [False, True, True, True],
+                          "rule": [True, False, False, False], "repeat_detector": [True, False, False, False],
+                          "token_pattern": [True, False, False, False], "compression": [True, True, False, False]})
+    t = table(flags).set_index("detector")
+    assert list(t.index) == DETECTORS and t.flagged.tolist() == [1, 1, 1, 2]
+    assert t.alone.tolist() == [0, 0, 0, 1]
+    assert t.false_pos_repetitive.tolist() == [0, 0, 0, 1] and t.n_repetitive_ended.iloc[0] == 1
+    assert t.loc["rule", "kappa_repeat_detector"] == 1.0
+    assert round(t.loc["rule", "kappa_compression"], 3) == 0.5   # 3 of 4 agree; chance 0.5
