@@ -60,3 +60,20 @@ def test_the_detectors_table_counts_agreement_loners_and_false_positives():
     assert t.false_pos_repetitive.tolist() == [0, 0, 0, 1] and t.n_repetitive_ended.iloc[0] == 1
     assert t.loc["rule", "kappa_repeat_detector"] == 1.0
     assert round(t.loc["rule", "kappa_compression"], 3) == 0.5   # 3 of 4 agree; chance 0.5
+
+
+def test_runs_record_each_detectors_flag_and_the_table_reads_them(chain):
+    """The shared chain's runs were generated with the flags recorded per page (on the generated
+    token ids); page_flags takes them as recorded."""
+    from degenbench.analysis.detectors import page_flags
+    from degenbench.analysis.runs import load_predictions, load_runs
+    from degenbench.metrics.detectors import flags as detector_flags
+
+    runs = load_runs(chain.root / "runs")
+    runs = runs[runs.stage != "reference"]
+    preds = load_predictions(runs)
+    assert {"flag_repeat_detector", "flag_token_pattern", "flag_compression"} <= set(preds.columns)
+    f = page_flags(runs, preds)
+    assert len(f) == len(preds) and f.rule.tolist() == preds.degenerate.tolist()
+    assert f.compression.tolist() == [detector_flags(t, [], {"min_pattern_size": 1, "max_pattern_size": 1,
+                                                              "min_count": 2})["flag_compression"] for t in preds.prediction]

@@ -42,7 +42,8 @@ def test_toy_sweep_over_the_five_families(tmp_path):
         table = pd.read_parquet(d / "predictions.parquet")
         assert len(table) == 5 and table["doc_id"].tolist() == json.loads((d / "heldout_ids.json").read_text())
         assert {"prediction", "degenerate", "cer", "ned", "score", "json_valid", "loop_period",
-                "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens"} <= set(table.columns)
+                "seq_rep_n", "compression_ratio", "hit_limit", "new_tokens", "flag_repeat_detector",
+                "flag_token_pattern", "flag_compression"} <= set(table.columns)
         assert table["degenerate"].mean() == s["degeneration_rate"]
         assert "family:" in (d / "config.yaml").read_text()
         # per-field CER through the parquet shards: defined wherever the truth has the field

@@ -24,11 +24,19 @@ DETECTORS = ["rule", "repeat_detector", "token_pattern", "compression"]
 
 
 def page_flags(runs: pd.DataFrame, preds: pd.DataFrame, min_run: float = 0.5, min_repeats: int = 4) -> pd.DataFrame:
-    """One row per run and page: the rule's flag (`degenerate`) and each detector's. vLLM's test uses
-    the pattern sizes degenbench gives it at the run's budget (generation.loop_rule's min_run)."""
+    """One row per run and page: the rule's flag (`degenerate`) and each detector's, as the run
+    recorded them (`flag_*`), else computed from the output: vLLM's test then uses the pattern sizes
+    degenbench gives it at the run's budget (generation.loop_rule's min_run) on character tokens."""
     budget = runs.set_index("run_id").max_new_tokens
     rows = []
+    recorded = {"flag_repeat_detector", "flag_token_pattern", "flag_compression"} <= set(preds.columns)
     for p in preds.itertuples():
+        if recorded and pd.notna(p.flag_token_pattern):  # flagged as the run generated, on its tokens
+            rows.append({"run_id": p.run_id, "doc_id": p.doc_id, "repetitive": bool(p.repetitive),
+                         "ended": not (p.hit_limit or p.loop_stopped), "rule": bool(p.degenerate),
+                         "repeat_detector": bool(p.flag_repeat_detector), "token_pattern": bool(p.flag_token_pattern),
+                         "compression": bool(p.flag_compression)})
+            continue
         ids = list(p.token_ids) if "token_ids" in preds and p.token_ids is not None else [ord(c) for c in p.prediction]
         rule = repetition_detection({"min_run": min_run, "min_repeats": min_repeats}, int(budget[p.run_id]))
         rows.append({"run_id": p.run_id, "doc_id": p.doc_id, "repetitive": bool(p.repetitive),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 from filelock import FileLock
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from degenbench.decoding import mitigation
@@ -24,7 +24,9 @@ from degenbench.models.chat import page_check
 from degenbench.documents import Document, open_pages
 from degenbench.models.families import load_processor, load_trained
 from degenbench.decoding.generate import decoding_record, generate, release
+from degenbench.decoding.vllm import repetition_detection
 from degenbench.metrics import score_output, settings
+from degenbench.metrics.detectors import flags as detector_flags
 from degenbench.stages import reuse, store
 from degenbench.stages.naming import lock_for, run_dir_for, run_ids
 from degenbench.stages.runfiles import write_inputs, write_run
@@ -128,6 +130,9 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
     # a mitigation's attempts (one, for none); the last is the page's output, all are counted
     pages = mitigation.run(attempt, [im for _, im in batch], cfg.generation, cfg.get("mitigation"),
                            seed=cfg.seed * 100_000 + i * 100)
+    # vLLM's repetition test at the sizes degenbench gives vLLM at this budget: one detector of several
+    vllm_rule = repetition_detection(OmegaConf.to_container(cfg.generation.loop_rule, resolve=True),
+                                     cfg.generation.max_new_tokens)
     rows = []
     for (doc, _), tries in zip(batch, pages):
         out = tries[-1][1]
@@ -138,7 +143,8 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
                      "attempts": len(tries), "new_tokens_all": sum(o.new_tokens for _, o in tries),
                      "seconds_all": sum(o.seconds for _, o in tries),
                      "attempt_outputs": [asdict(a) for a, _ in tries],
-                     **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped)})
+                     **score_output(doc, out.text, out.hit_limit, out.token_ids, metrics, out.loop_stopped),
+                     **detector_flags(out.text, out.token_ids, vllm_rule)})
     return rows, skipped
 
 
