@@ -18,32 +18,32 @@ from statsmodels.stats.inter_rater import cohens_kappa
 from degenbench import io
 from degenbench.analysis.runs import load_predictions, load_runs
 from degenbench.decoding.vllm import repetition_detection
-from degenbench.metrics.detectors import compression, repeat_detector, token_pattern
+from degenbench.metrics.detectors import flags as detector_flags
 
 DETECTORS = ["rule", "repeat_detector", "token_pattern", "compression"]
+# the per-page columns a run records (metrics/detectors.flags) -> the detector they are
+FLAGS = {"flag_repeat_detector": "repeat_detector", "flag_token_pattern": "token_pattern",
+         "flag_compression": "compression"}
 
 
 def page_flags(runs: pd.DataFrame, preds: pd.DataFrame, min_run: float = 0.5, min_repeats: int = 4) -> pd.DataFrame:
     """One row per run and page: the rule's flag (`degenerate`) and each detector's, as the run
     recorded them (`flag_*`), else computed from the output: vLLM's test then uses the pattern sizes
     degenbench gives it at the run's budget (generation.loop_rule's min_run) on character tokens."""
-    budget = runs.set_index("run_id").max_new_tokens
+    rules = {run: repetition_detection({"min_run": min_run, "min_repeats": min_repeats}, int(budget))
+             for run, budget in runs.set_index("run_id").max_new_tokens.items()}
+    recorded = set(FLAGS) <= set(preds.columns)
     rows = []
-    recorded = {"flag_repeat_detector", "flag_token_pattern", "flag_compression"} <= set(preds.columns)
     for p in preds.itertuples():
         if recorded and pd.notna(p.flag_token_pattern):  # flagged as the run generated, on its tokens
-            rows.append({"run_id": p.run_id, "doc_id": p.doc_id, "repetitive": bool(p.repetitive),
-                         "ended": not (p.hit_limit or p.loop_stopped), "rule": bool(p.degenerate),
-                         "repeat_detector": bool(p.flag_repeat_detector), "token_pattern": bool(p.flag_token_pattern),
-                         "compression": bool(p.flag_compression)})
-            continue
-        ids = list(p.token_ids) if "token_ids" in preds and p.token_ids is not None else [ord(c) for c in p.prediction]
-        rule = repetition_detection({"min_run": min_run, "min_repeats": min_repeats}, int(budget[p.run_id]))
+            found = {k: bool(getattr(p, k)) for k in FLAGS}
+        else:
+            ids = list(p.token_ids) if "token_ids" in preds.columns and p.token_ids is not None \
+                else [ord(c) for c in p.prediction]
+            found = detector_flags(p.prediction, ids, rules[p.run_id])
         rows.append({"run_id": p.run_id, "doc_id": p.doc_id, "repetitive": bool(p.repetitive),
                      "ended": not (p.hit_limit or p.loop_stopped), "rule": bool(p.degenerate),
-                     "repeat_detector": repeat_detector(p.prediction),
-                     "token_pattern": token_pattern(ids, rule["min_pattern_size"], rule["max_pattern_size"], rule["min_count"]),
-                     "compression": compression(p.prediction)})
+                     **{FLAGS[k]: v for k, v in found.items()}})
     return pd.DataFrame(rows)
 
 
