@@ -46,7 +46,13 @@ COUNTS = ("data.max_new_tokens", "generation.max_new_tokens", "sampling.max_new_
           "sft.trainer.gradient_accumulation_steps", "dpo.trainer.gradient_accumulation_steps",
           "metrics.tail_chars", "metrics.min_repeats", "metrics.max_period", "metrics.seq_rep_n",
           "data.n_docs", "eval_limit")
-SHARES = ("data.heldout", "data.validation")  # a count (an integer >= 0) or a fraction of the documents in (0, 1]
+SHARES = ("data.heldout", "data.validation")
+CHOICES = {  # settings with a fixed set of values (None: the setting may be null)
+    "sft.method": ("lora", "full", "none"),
+    "dpo.method": ("dpo", "kto", "unlikelihood"),
+    "pairs.rejected": ("degenerate", "worst", "mediocre", "mixed"),
+    "pairs.match": (None, "degenerate", "worst", "mediocre", "mixed"),
+}  # a count (an integer >= 0) or a fraction of the documents in (0, 1]
 
 
 def _unset(node, at: str = "") -> list[str]:
@@ -80,6 +86,10 @@ def validate(cfg: DictConfig) -> None:
             sweep = (f"; to sweep them, run with -m {key}={','.join(map(str, value))}"
                      if isinstance(value, ListConfig) else "")
             raise ValueError(f"{key}={value!r} must be {'an integer >= 1' if count else '> 0 (a finite number)'}{sweep}")
+    for key, known in CHOICES.items():
+        value = OmegaConf.select(cfg, key, default="<absent>")
+        if value != "<absent>" and value not in known:
+            raise ValueError(f"{key}={value!r} is unknown; use one of {', '.join(map(str, known))}")
     for key in SHARES:
         value = OmegaConf.select(cfg, key)
         whole = isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -55,6 +55,9 @@ def check(cfg: DictConfig) -> None:
     from degenbench.stages.judge import check as check_judge
 
     validate(cfg)
+    if not applies(cfg):
+        raise ValueError(f"mitigation={cfg.mitigation.name} applies to stage {', '.join(cfg.mitigation.stages)} only "
+                         f"(this job is stage={cfg.stage})")
     check_source(cfg.data)
     check_sets(cfg)
     unread = NOT_READ.get(cfg.stage, ())
@@ -62,6 +65,13 @@ def check(cfg: DictConfig) -> None:
         check_judge(cfg.judge)
     if "reference" not in unread:
         reference_systems.check(cfg)
+
+
+def applies(cfg: DictConfig) -> bool:
+    """Whether the job's mitigation applies to its stage (mitigation.stages; best-of-N by DPO's
+    implicit reward needs a DPO model). The reference systems read no mitigation."""
+    stages = (cfg.get("mitigation") or {}).get("stages")
+    return cfg.stage == "reference" or not stages or cfg.stage in stages
 
 
 def one_line(error: BaseException) -> str:
@@ -94,6 +104,9 @@ def distinct(jobs: list[list[str]], compose) -> tuple[list[list[str]], list[tupl
     for overrides in jobs:
         try:
             cfg = compose(overrides)
+            if not applies(cfg):  # a grid point such as SFT x best-of-N: nothing to run
+                dropped.append((overrides, [f"(mitigation {cfg.mitigation.name}: stage {', '.join(cfg.mitigation.stages)} only)"]))
+                continue
             check(cfg)
         except Exception as e:  # Hydra, OmegaConf and degenbench's own config errors
             raise ConfigError(f"{one_line(e)} (job {' '.join(overrides)})") from e

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from degenbench.analysis.compare import _mean_ci, _stratified_ci, mark_chosen
-from degenbench.analysis.runs import ordered
+from degenbench.analysis.runs import ordered, pipeline_training
 from degenbench.documents.evalsets import split_budget
 from degenbench.metrics.degeneration import is_degenerate
 from degenbench.metrics.stats import wilson
@@ -52,8 +53,15 @@ def rule_of(runs: pd.DataFrame) -> dict:
     return {"tail_chars": int(m.tail_chars), "min_repeats": int(m.min_repeats)}
 
 
-def arm(stage: str, mitigation: str) -> str:
-    return stage if mitigation == "none" else f"{stage} + {mitigation}"
+def arm(stage: str, mitigation: str, training: str = "", pipeline: str = "") -> str:
+    """An arm's name: the stage, its training where not the pipeline's (`dpo[kto]`), the mitigation."""
+    name = f"{stage}[{training}]" if training and training != pipeline else stage
+    return name if mitigation == "none" else f"{name} + {mitigation}"
+
+
+def _pipeline(runs: pd.DataFrame) -> str:
+    dpo = runs[(runs.stage == "dpo") & pipeline_training(runs)]
+    return dpo.training.iloc[0] if len(dpo) else ""
 
 
 def _frames(runs: pd.DataFrame, preds: pd.DataFrame) -> dict:
@@ -74,10 +82,12 @@ def _shown(runs: pd.DataFrame, choice: pd.DataFrame | None, k_budgets: bool = Fa
     """The model runs of the reported sets (not validation; at 1x the budget unless `k_budgets`):
     SFT, and DPO at its chosen beta (every beta where none was chosen)."""
     runs = runs[runs.stage.isin(["sft", "dpo"]) & (runs.eval_set != "validation")]
+    if "training" not in runs:
+        runs = runs.assign(training="")
     if not k_budgets:
         runs = runs[runs.eval_set.map(lambda e: split_budget(e)[1] == 1)]
     dpo = runs.stage == "dpo"
-    if dpo.any() and choice is not None and len(choice):
+    if dpo.any() and choice is not None and len(choice):  # the beta chosen for the pipeline's DPO, for every arm
         keep = mark_chosen(runs[dpo], choice)
         keep |= ~runs[dpo].set_index(["family", "size", "seed"]).index.isin(
             choice.set_index(["family", "size", "seed"]).index)
@@ -104,6 +114,9 @@ def _row(a: pd.DataFrame, b: pd.DataFrame, strata: np.ndarray | None, seed: int)
         out |= {f"n_{part}": int(mask.sum()), f"cer_{part}": float(b.cer[mask].mean()) if mask.any() else np.nan,
                 f"cer_{part}_diff": float(d.mean()) if len(d) else np.nan,
                 f"cer_{part}_diff_lo": ci[0], f"cer_{part}_diff_hi": ci[1]}
+    new = int((ok & b.degenerate).sum())  # loops the arm has where SFT had none
+    p = binomtest(fixes, fixes + new).pvalue if fixes + new else 1.0  # exact McNemar (summed over seeds when pooled)
+    out |= {"new_loops": new, "mcnemar_p": p}
     return out | {"tokens_per_page": float(b.new_tokens_all.mean()), "seconds_per_page": float(b.seconds_all.mean()),
                   "retried": int((b.attempts > 1).sum()), "attempts_per_page": float(b.attempts.mean())}
 
@@ -112,15 +125,17 @@ def table(runs: pd.DataFrame, preds: pd.DataFrame, choice: pd.DataFrame | None =
     """One row per arm and (family, size, eval set, seed), then pooled over seeds, then over
     families; every reported eval set, at every budget (`heldout@4x`: loops that need more room)."""
     runs = _shown(runs, choice, k_budgets=True)
+    pipeline = _pipeline(runs)
     frames = _frames(runs, preds)
     units = []  # (family, size, eval_set, seed, arm, base frame, arm frame)
     for (family, size, eval_set, s), g in runs.groupby(["family", "size", "eval_set", "seed"], sort=False):
-        base = g[(g.stage == "sft") & (g.mitigation == "none")]
+        base = g[(g.stage == "sft") & (g.mitigation == "none") & (g.training.fillna("") == "")]
         if base.empty:
             continue
         a = frames[base.run_id.iloc[0]]
         for r in g.itertuples():
-            units.append((family, size, eval_set, s, arm(r.stage, r.mitigation), r.mitigation, a, frames[r.run_id]))
+            units.append((family, size, eval_set, s, arm(r.stage, r.mitigation, r.training or "", pipeline),
+                          r.mitigation, a, frames[r.run_id]))
     out = [{"family": f, "size": z, "eval_set": e, "seed": s, "arm": name, "mitigation": m, **_row(a, b, None, seed)}
            for f, z, e, s, name, m, a, b in units]
     for by, fam in ((lambda u: (u[0], u[1], u[2], u[4]), None), (lambda u: ("all", u[1], u[2], u[4]), "all")):
@@ -156,6 +171,8 @@ def audit(runs: pd.DataFrame, preds: pd.DataFrame, rule: dict, choice: pd.DataFr
     `rule`: metrics.tail_chars and metrics.min_repeats. The same counts on ordinary pages follow
     (`*_ordinary`), for scale."""
     runs = runs[runs.stage.isin(["sft", "dpo"]) & (runs.eval_set != "validation")]
+    if "training" not in runs:
+        runs = runs.assign(training="")
     shown = _shown(runs, choice)
     frames = _frames(runs, preds)
     at_k = {(r.family, r.size, split_budget(r.eval_set)[0], r.seed, r.stage, r.beta if r.stage == "dpo" else None,

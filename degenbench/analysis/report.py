@@ -111,7 +111,9 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     if trained.groupby(["family", "size", "seed"]).teacher_loops.nunique().gt(1).any():  # a sweep over the share
         return _shares_report(runs, out, command)
     local = runs.run_dir.notna().all()
-    every, runs = runs, runs[runs.mitigation.isin(["none", "-"])]  # the pipeline's tables: no mitigation
+    # the pipeline's tables: no mitigation, SFT trained, DPO as the pipeline trains it; every other
+    # arm (mitigations, objectives, rejections, no SFT) is compared with SFT in the `arms` table
+    every, runs = runs, runs[runs.mitigation.isin(["none", "-"]) & runs_mod.pipeline_training(runs)]
     preds = runs_mod.load_predictions(runs) if local else None
     choice = tables.choose_beta(runs)  # once: its warning (no validation runs) is said once
     comp = tables.comparisons(runs, preds, choice=choice) if local else pd.DataFrame()
@@ -132,11 +134,14 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     else:
         log.warning("runs from W&B: per-document tables and figures (comparisons, lengths, dpo_curves) "
                     "need the local run folders and are not made")
-    if local and len(every) > len(runs):  # decode-time mitigations: their own tables and figure
+    if local and len(every) > len(runs):  # other arms: their own table and figure
         mit_preds = runs_mod.load_predictions(every)
-        named["mitigations"] = mitigation_tables.table(every, mit_preds, choice)
-        named["mitigation_audit"] = mitigation_tables.audit(every, mit_preds, mitigation_tables.rule_of(every), choice)
-        figs["mitigations"] = mitigation_tables.figure(named["mitigations"])
+        name = "mitigations" if (every.mitigation != "none").any() and every.mitigation.isin(["none", "-"]).sum() == len(runs) \
+            else "arms"  # decode-time mitigations only: the table's name of before
+        named[name] = mitigation_tables.table(every, mit_preds, choice)
+        if (every.mitigation != "none").any():
+            named["mitigation_audit"] = mitigation_tables.audit(every, mit_preds, mitigation_tables.rule_of(every), choice)
+        figs[name] = mitigation_tables.figure(named[name])
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
@@ -166,7 +171,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     if empty := [f"`{n}` ({NEEDS[n]})" for n, df in named.items() if df.empty and n in NEEDS]:
         log.warning("tables left empty, for want of the runs they compare: %s", "; ".join(empty))
         md += ["**Tables left empty** (this store lacks the runs they need): " + "; ".join(empty) + ".\n"]
-    if "mitigations" in named:
+    if "mitigations" in named or "arms" in named:
         md.append(mitigation_tables.README)
     md.append("## Figures\n")
     for name, fig in figs.items():

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from degenbench.config import REFERENCE, STAGES
 from degenbench.documents import teacher
+from degenbench.stages.naming import PIPELINE_OBJECTIVES
 from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ COLUMNS = {
                 "from the training side, never trained on; beta is chosen here) or a named external set",
     "stage": "vanilla, sft, dpo, or reference (no model: degenbench/models/reference_systems.py)",
     "mitigation": "decode-time mitigation of the evaluation (conf/mitigation; none, or \"-\" for a reference system)",
+    "training": "how the model was trained where a stage has options: DPO's objective (conf/dpo: sigmoid, "
+                "sigmoid+sft, ipo, kto, unlikelihood, ...), rejected answers other than loops, `from base` (no "
+                "SFT); \"untrained\" for an SFT stage skipped (sft.method=none); empty otherwise",
     "beta": "DPO beta (NaN for vanilla and SFT)", "seed": "job seed",
     "n_docs": "documents of its eval set evaluated",
     "max_new_tokens": "generation token limit (NA for a reference system)",
@@ -81,6 +85,11 @@ def _teacher_share(config: Mapping, stage: str) -> float | None:
     return teacher.share_for(_get(config, "data.teacher_loops"), _get(config, "family.name"))
 
 
+def _old_training(config: Mapping) -> str:
+    """The training label of a DPO run made before runs recorded one: its loss types."""
+    return "+".join(_get(config, "dpo.trainer.loss_type") or ["sigmoid"])
+
+
 def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None = None,
         wandb_run_id: str | None = None) -> dict:
     """One run's schema row from its resolved config and its evaluation summary."""
@@ -91,6 +100,7 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
         "family": s.get("family", _get(config, "family.name")), "size": s.get("size", _get(config, "family.size")),
         "eval_set": s.get("eval_set") or HELDOUT,  # runs made before eval sets were named: the held-out split
         "stage": stage, "mitigation": s.get("mitigation") or ("-" if stage == REFERENCE else "none"),
+        "training": s.get("training") or (_old_training(config) if stage == "dpo" else ""),
         "beta": s.get("beta") if stage == "dpo" else None,
         "seed": s.get("seed", _get(config, "seed")), "n_docs": s["n_docs"],
         "max_new_tokens": None if stage == REFERENCE else _get(config, "generation.max_new_tokens"),
@@ -109,6 +119,18 @@ def row(config: Mapping, summary: Mapping, *, source: str, run_dir: str | None =
         "run_id": s["run_id"],
         "wandb_run_id": wandb_run_id or s.get("wandb_run_id"), "source": source, "run_dir": run_dir,
     }
+
+
+def pipeline_training(runs: pd.DataFrame) -> pd.Series:
+    """The runs of the pipeline's own training: vanilla, a trained SFT model, reference systems, and
+    DPO under the first of the pipeline's objectives present (sigmoid+sft, the toy's; sigmoid, the
+    paper's), from SFT, with loops rejected; else the store's most common DPO training."""
+    training = runs.training.fillna("")
+    dpo = runs.stage == "dpo"
+    labels = training[dpo]
+    main = next((o for o in reversed(PIPELINE_OBJECTIVES) if (labels == o).any()),
+                labels.mode().iloc[0] if len(labels) else "")
+    return (~dpo & (training == "")) | (dpo & (training == main))
 
 
 def sort_key(col: pd.Series) -> pd.Series:
@@ -135,7 +157,7 @@ def frame(rows: list[dict], where: str) -> pd.DataFrame:
         raise FileNotFoundError(f"no finished evaluation runs in {where}: run `degenbench experiment=toy` "
                                 "first, or point the loader at another store")
     df = pd.DataFrame(rows, columns=list(COLUMNS))
-    text = {"family", "size", "eval_set", "stage", "mitigation", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
+    text = {"family", "size", "eval_set", "stage", "mitigation", "training", "dpo_skipped", "run_id", "wandb_run_id", "source", "run_dir"}
     counts = {"seed", "n_docs", "max_new_tokens", "n_degenerate", "n_loop_stopped", "new_tokens",
               "new_tokens_degenerate", "n_repetitive", "n_retried", "new_tokens_all"}
     df = df.astype({c: "Int64" if c in counts else float  # a missing value is NA, never None

@@ -43,6 +43,11 @@ def key_spec(cfg: DictConfig) -> dict | None:
     return spec
 
 
+def reranks(cfg: DictConfig) -> bool:
+    """Whether each page is sampled N times and one answer kept (mitigation=best_of_n)."""
+    return not is_none(cfg) and cfg.mitigation.get("rerank") is not None
+
+
 def retries(cfg: DictConfig) -> bool:
     """Whether a page may be generated more than once (then a k x budget run cannot take the 1x
     outputs: a 1x attempt that hit the limit may end at k x, and no retry would follow)."""
@@ -93,6 +98,7 @@ class Attempt:
     seconds: float
     hit_limit: bool
     loop_stopped: bool
+    reward: float | None = None  # best-of-N: the sample's implicit reward (the kept one is last)
 
 
 def run(generate, images: list, gen: DictConfig, mit: DictConfig | None, seed: int) -> list[list[tuple[Attempt, Output]]]:
@@ -113,8 +119,20 @@ def run(generate, images: list, gen: DictConfig, mit: DictConfig | None, seed: i
     return per_page
 
 
-def _record(k: int, g: DictConfig, out: Output) -> Attempt:
-    return Attempt(attempt=k, temperature=float(g.temperature) if g.do_sample else None,
+def best_of_n(generate_n, rerank, images: list, gen: DictConfig, mit: DictConfig, seed: int) -> list[list[tuple[Attempt, Output]]]:
+    """mitigation=best_of_n as `run` reports pages: each page's N samples as attempts with their
+    rewards, the kept one moved last (the page's output). `rerank(generate_n, images, g, n, seed)`
+    is decoding.rerank.best_of_n with the models bound."""
+    g = attempts(gen, mit)[0]
+    pages = []
+    for rows, rewards, kept in rerank(generate_n, images, g, int(mit.n), seed):
+        tries = [(_record(j + 1, g, o, rewards[j]), o) for j, o in enumerate(rows)]
+        pages.append(tries[:kept] + tries[kept + 1:] + [tries[kept]])
+    return pages
+
+
+def _record(k: int, g: DictConfig, out: Output, reward: float | None = None) -> Attempt:
+    return Attempt(attempt=k, reward=reward, temperature=float(g.temperature) if g.do_sample else None,
                    repetition_penalty=float(g.repetition_penalty), no_repeat_ngram_size=int(g.no_repeat_ngram_size),
                    loop_stop=bool(g.get("loop_stop")), text=out.text, new_tokens=out.new_tokens,
                    seconds=out.seconds, hit_limit=out.hit_limit, loop_stopped=out.loop_stopped)

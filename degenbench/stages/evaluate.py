@@ -24,6 +24,7 @@ from degenbench.models.chat import page_check
 from degenbench.documents import Document, open_pages
 from degenbench.models.families import load_processor, load_trained
 from degenbench.decoding.generate import decoding_record, generate, release
+from degenbench.decoding.rerank import best_of_n
 from degenbench.decoding.vllm import repetition_detection
 from degenbench.metrics import score_output, settings
 from degenbench.metrics.detectors import flags as detector_flags
@@ -35,12 +36,13 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | None, key: str,
-        note: dict | None = None, base_run: Path | None = None) -> Path:
+        note: dict | None = None, base_run: Path | None = None, reference_dir: Path | None = None) -> Path:
     """Evaluate the stage's model (`model_dir`; None: the family's base) on `docs`, the evaluation
     set `eval_set`, into `<runs_dir>/<label>-<eval_set>-<key>/`; `note` is kept in metrics.json
     (the artifact keys, the pairs, why DPO was skipped). A run already complete there is returned
     as it is; a run elsewhere with the same key gives its rows, and `base_run` (the same pages at
-    1x, given for a budget above 1x) the rows of pages that ended before its limit (stages/reuse.py)."""
+    1x, given for a budget above 1x) the rows of pages that ended before its limit (stages/reuse.py).
+    `reference_dir`: the model DPO started from (mitigation=best_of_n reranks by the log-ratio)."""
     run_dir = run_dir_for(cfg, eval_set, key)
     if store.is_complete(run_dir):
         log.info("DONE %s already evaluated: %s", run_dir.name, run_dir)
@@ -55,7 +57,7 @@ def run(cfg: DictConfig, eval_set: str, docs: list[Document], model_dir: Path | 
         log.info("run %s: %s (%s) on %d documents of %s", run_dir.name, cfg.family.name, cfg.family.size,
                  len(docs), eval_set)
         write_inputs(cfg, run_dir, docs, model_dir)
-        out = outputs(cfg, run_dir, docs, model_dir, key, base_run)
+        out = outputs(cfg, run_dir, docs, model_dir, key, base_run, reference_dir)
         record = {"pretrained": str(cfg.family.pretrained), "model_dir": str(model_dir) if model_dir else None,
                   **(note or {}), **out.record}
         write_run(cfg, run_dir, key, out.table, out.skipped, run_ids(cfg, eval_set), record, out.provenance)
@@ -72,7 +74,7 @@ class Outputs:
 
 
 def outputs(cfg: DictConfig, run_dir: Path, docs: list[Document], model_dir: Path | None, key: str,
-            base_run: Path | None) -> Outputs:
+            base_run: Path | None, reference_dir: Path | None = None) -> Outputs:
     """The rows of `docs`: a finished run with the same `key` (the same model, pages and decoding)
     gives all of them, no generation; else the model generates those `base_run` cannot give."""
     source = reuse.same_key(cfg.paths.runs_dir, key, run_dir)
@@ -86,8 +88,11 @@ def outputs(cfg: DictConfig, run_dir: Path, docs: list[Document], model_dir: Pat
     kept, todo = (reuse.unfinished(base, [d.id for d in docs]) if base is not None else (None, None))
     model, processor = generation_model(cfg, model_dir, cfg.generation,
                                         mitigation.attempts(cfg.generation, cfg.get("mitigation")))
+    reference = _reference(cfg, model, reference_dir) if mitigation.reranks(cfg) else None
     table, skipped = evaluate(cfg, model, processor, docs if todo is None else [d for d in docs if d.id in todo],
-                              shards=run_dir / "shards")
+                              shards=run_dir / "shards", reference=reference)
+    if reference is not None:
+        release(reference)
     record = {}
     if kept is not None:
         table = reuse.merge(kept, table, [d.id for d in docs])
@@ -104,8 +109,18 @@ def outputs(cfg: DictConfig, run_dir: Path, docs: list[Document], model_dir: Pat
     return Outputs(table, skipped, record, prov)
 
 
+def _reference(cfg: DictConfig, model, reference_dir: Path | None):
+    """The reference model best-of-N scores against (HF: it reads the samples' log-probabilities)."""
+    if cfg.stage != "dpo" or reference_dir is None:
+        raise ValueError(f"mitigation={cfg.mitigation.name} reranks by DPO's implicit reward: it needs stage=dpo "
+                         f"(this job is stage={cfg.stage}); evaluate the SFT model with another mitigation")
+    if cfg.generation.get("backend", "hf") != "hf":
+        raise ValueError(f"mitigation={cfg.mitigation.name} scores samples with HF models; use generation.backend=hf")
+    return load_trained(cfg.family, cfg.device, reference_dir)[0]
+
+
 def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
-             shards: Path) -> tuple[pd.DataFrame, list[dict]]:
+             shards: Path, reference=None) -> tuple[pd.DataFrame, list[dict]]:
     """Per-document records for `docs` (greedy by default) and the skipped documents. Each
     finished batch is kept in `shards`: a rerun only does the batches not yet kept."""
     bs, metrics = cfg.generation.batch_size, settings(cfg.metrics)
@@ -114,12 +129,12 @@ def evaluate(cfg: DictConfig, model, processor, docs: list[Document],
     with tqdm(total=len(docs), desc=f"eval {cfg.family.name}/{cfg.stage}", unit="doc") as bar:
         for i, start in enumerate(starts):
             if i not in batches.kept:
-                batches.put(i, *_evaluate_batch(cfg, model, processor, docs[start:start + bs], i, metrics))
+                batches.put(i, *_evaluate_batch(cfg, model, processor, docs[start:start + bs], i, metrics, reference))
             bar.update(len(docs[start:start + bs]))
     return batches.read()
 
 
-def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics):
+def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: int, metrics, reference=None):
     skipped = []
     batch = open_pages(docs, cfg.data.get("max_image_pixels"), skipped, page_check(cfg.family, processor))
     if not batch:
@@ -127,9 +142,16 @@ def _evaluate_batch(cfg: DictConfig, model, processor, docs: list[Document], i: 
     def attempt(images, gen, seed):
         return generate(model, processor, cfg.family, images, gen, seed=seed if gen.do_sample else None)
 
-    # a mitigation's attempts (one, for none); the last is the page's output, all are counted
-    pages = mitigation.run(attempt, [im for _, im in batch], cfg.generation, cfg.get("mitigation"),
-                           seed=cfg.seed * 100_000 + i * 100)
+    seed = cfg.seed * 100_000 + i * 100
+    if reference is not None:  # best-of-N: N samples per page, the highest implicit reward kept (last)
+        def sample(images, gen, n, s):
+            return generate(model, processor, cfg.family, images, gen, num_return_sequences=n, seed=s)
+
+        def rerank(gen_n, images, gen, n, s):
+            return best_of_n(gen_n, model, reference, processor, cfg.family, images, gen, n, cfg.dpo.beta, s)
+        pages = mitigation.best_of_n(sample, rerank, [im for _, im in batch], cfg.generation, cfg.mitigation, seed)
+    else:  # a mitigation's attempts (one, for none); the last is the page's output, all are counted
+        pages = mitigation.run(attempt, [im for _, im in batch], cfg.generation, cfg.get("mitigation"), seed=seed)
     # vLLM's repetition test at the sizes degenbench gives vLLM at this budget: one detector of several
     vllm_rule = repetition_detection(OmegaConf.to_container(cfg.generation.loop_rule, resolve=True),
                                      cfg.generation.max_new_tokens)

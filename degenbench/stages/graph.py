@@ -69,6 +69,8 @@ def _training(c: DictConfig, stage: DictConfig) -> dict:
 
 
 def _sft(c: DictConfig, _) -> tuple:
+    if c.sft.method == "none":  # the base itself, unchanged: nothing of training defines it
+        return ({"method": "none"},)
     sft = _training(c, c.sft)
     if (loops := teacher.spec(c.data, c.family.name)) is not None:  # none: the key of before the option
         sft["teacher_loops"] = loops
@@ -77,12 +79,19 @@ def _sft(c: DictConfig, _) -> tuple:
 
 def _pairs(c: DictConfig, _) -> tuple:
     rule = {"tail_chars": c.metrics.tail_chars, "min_repeats": c.metrics.min_repeats}  # what is degenerate
-    return judge_key(c.judge), c.pairs, rule
+    pairs = OmegaConf.to_container(c.pairs, resolve=True)
+    if pairs.get("match") is None:  # every pair: the key pairs had before the option
+        pairs.pop("match", None)
+    return judge_key(c.judge), pairs, rule
 
 
 def _dpo(c: DictConfig, _) -> tuple:
     dpo = _training(c, c.dpo)
     dpo.pop("on_no_pairs")  # what happens when there are no pairs: no DPO model is built
+    dpo.pop("name", None)  # a label; the settings say what it is
+    if dpo.get("method", "dpo") == "dpo":  # DPOTrainer: the key it had before other methods
+        dpo.pop("method", None)
+        dpo["trainer"].setdefault("loss_weights", None)  # TRL's default, once written out
     return (dpo,)
 
 
@@ -286,9 +295,12 @@ def job_runs(cfg: DictConfig) -> list[Path]:
     keys.model = getattr(keys, kind)
     model_dir = job.dirs[kind] / MODEL_DIR if job.dirs[kind] is not None else None
     record = {"keys": keys.record(), **job.note}
+    # what DPO started from: best-of-N's reference (mitigation=best_of_n)
+    reference_dir = job.dirs["sft"] / MODEL_DIR if kind == "dpo" and job.dirs.get("sft") else None
     done: dict[str, Path] = {}
     for s in sets:  # a k x budget set after its 1x set extends the 1x run
         budget = {"multiplier": s.budget, "base_set": s.base, "max_new_tokens": generation(cfg, s).max_new_tokens}
         done[s.name] = evaluate.run(for_set(cfg, s), s.name, evaluated[s.name], model_dir, keys.eval(cfg, s),
-                                    record | {"budget": budget}, base_run=done.get(s.base) if s.budget > 1 else None)
+                                    record | {"budget": budget}, base_run=done.get(s.base) if s.budget > 1 else None,
+                                    reference_dir=reference_dir)
     return [done[s.name] for s in sets]

@@ -2,7 +2,11 @@
 every table carries. The folder name holds the key, so a changed setting is a new run, never an
 overwritten one:
 
-outputs/runs/<run-id>/          run-id = <run_name>[-b<beta>][-<mitigation>]-<eval set>-<key>
+outputs/runs/<run-id>/          run-id = <run_name>[-b<beta>][-<training>][-<mitigation>]-<eval set>-<key>
+
+<training> names how the model was trained where it is not the pipeline's own: a preference
+objective other than DPO's sigmoid (with or without the toy's NLL term), rejected answers other
+than loops, SFT skipped (column `training` of every table holds the full label).
 """
 from __future__ import annotations
 
@@ -12,12 +16,52 @@ from omegaconf import DictConfig
 
 from degenbench.decoding import mitigation
 
-IDS = ("family", "size", "stage", "beta", "seed", "eval_set", "mitigation")  # what names a run in every table
+IDS = ("family", "size", "stage", "beta", "seed", "eval_set", "mitigation", "training")  # what names a run
+PIPELINE_OBJECTIVES = ("sigmoid", "sigmoid+sft")  # the paper's DPO, and the toy's (with NLL on the chosen)
+
+
+def _untrained(cfg: DictConfig) -> bool:
+    return cfg.sft.get("method") == "none"
+
+
+def training_label(cfg: DictConfig) -> str:
+    """How the stage's model was trained, for tables: DPO's objective (dpo.name), then what differs
+    from the pipeline (rejected answers other than loops, SFT skipped); "untrained" for an SFT stage
+    with sft.method=none; "" for the vanilla base, a trained SFT model and reference systems."""
+    if cfg.stage == "sft":
+        return "untrained" if _untrained(cfg) else ""
+    if cfg.stage != "dpo":
+        return ""
+    parts = [str(cfg.dpo.get("name", "sigmoid"))]
+    if cfg.pairs.rejected != "degenerate":
+        parts.append(f"rejected={cfg.pairs.rejected}")
+    if _untrained(cfg):
+        parts.append("from base")
+    return ", ".join(parts)
+
+
+def _folder_part(cfg: DictConfig) -> str:
+    """The run folder's part of the training label: nothing for the pipeline's own training (so the
+    runs keep the names they had before the options)."""
+    if cfg.stage == "sft":
+        return "untrained" if _untrained(cfg) else ""
+    if cfg.stage != "dpo":
+        return ""
+    name = str(cfg.dpo.get("name", "sigmoid"))
+    parts = [] if name in PIPELINE_OBJECTIVES else [name]
+    if cfg.pairs.rejected != "degenerate":
+        parts.append(f"rej_{cfg.pairs.rejected}")
+    if _untrained(cfg):
+        parts.append("from_base")
+    return "-".join(parts)
 
 
 def run_label(cfg: DictConfig) -> str:
-    """The job's part of a run id: run_name (family and size), DPO's beta, the mitigation."""
+    """The job's part of a run id: run_name (family and size), DPO's beta, the training where it is
+    not the pipeline's, the mitigation."""
     label = f"{cfg.run_name}-b{cfg.dpo.beta}" if cfg.stage == "dpo" else cfg.run_name
+    if part := _folder_part(cfg):
+        label += "-" + part
     if not mitigation.is_none(cfg):  # e.g. -repetition_penalty=1.1
         label += "-" + mitigation.label(cfg).replace(" ", "_")
     return label
@@ -36,4 +80,4 @@ def run_ids(cfg: DictConfig, eval_set: str) -> dict:
     """The values of IDS for a model's run on `eval_set`."""
     return {"family": cfg.family.name, "size": cfg.family.size, "stage": cfg.stage,
             "beta": cfg.dpo.beta if cfg.stage == "dpo" else None, "seed": cfg.seed, "eval_set": eval_set,
-            "mitigation": mitigation.label(cfg)}
+            "mitigation": mitigation.label(cfg), "training": training_label(cfg)}

@@ -91,7 +91,7 @@ def run(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document]
 
 def _ids(cfg: DictConfig, p: Planned) -> dict:
     return {"family": p.system, "size": SIZE, "stage": REFERENCE, "beta": None, "seed": cfg.seed,
-            "eval_set": p.name, "mitigation": "-"}
+            "eval_set": p.name, "mitigation": "-", "training": ""}
 
 
 def _run(cfg: DictConfig, p: Planned, docs: list[Document], train: list[Document], note: dict) -> None:

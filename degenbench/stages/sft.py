@@ -10,7 +10,7 @@ from trl import SFTConfig, SFTTrainer
 from degenbench.models import families
 from degenbench.documents import Document, teacher
 from degenbench.stages.data import sft_dataset
-from degenbench.stages.training import (InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
+from degenbench.stages.training import (MODEL_DIR, InputStats, LossGuard, ResumableWeights, fit, lora_config, save_trained,
                                         trainer_config)
 from degenbench.tracking.wandb_log import wandb_training
 
@@ -48,9 +48,21 @@ def sft_data(cfg: DictConfig, train_docs: list[Document], processor, skipped: li
     return dataset, loops
 
 
+def untrained(cfg: DictConfig, out: Path) -> dict:
+    """sft.method=none: the base itself as the "SFT" model (experiment=no_sft: candidates sampled
+    from the base, DPO from the base), saved whole so that every later stage loads it as usual."""
+    model, processor = families.load(cfg.family, cfg.device)
+    model.save_pretrained(str(out / MODEL_DIR))
+    processor.save_pretrained(str(out / MODEL_DIR))
+    log.info("SFT of %s skipped (sft.method=none): the base model is saved as it is", cfg.family.name)
+    return {"method": "none", "steps": 0, "n_docs": 0, "doc_ids": [], "n_skipped": 0, "skipped": []}
+
+
 def train_sft(cfg: DictConfig, train_docs: list[Document], out: Path, init: Path | None = None) -> dict:
     """Fine-tune the family's base (or the full weights in `init`) on `train_docs`; the result goes
-    to `out/model` (safetensors)."""
+    to `out/model` (safetensors). sft.method=none: the base, untrained."""
+    if cfg.sft.method == "none":
+        return untrained(cfg, out)
     model, processor = families.load(cfg.family, cfg.device, weights=str(init) if init else None)
     model.train()
     skipped = []  # pages that fail evaluation's checks: counted, named, recorded with the artifact
