@@ -56,7 +56,7 @@ def test_help_is_a_short_page_and_version_prints():
     page = run("--help")
     assert page.returncode == 0 and len(page.stdout.splitlines()) < 45
     for said in ("stage=vanilla | sft | dpo | reference", "debug=smoke", "degenbench-report", "degenbench-provenance",
-                 "--cfg job", "experiment: mitigations, paper"):
+                 "--cfg job", "experiment: best_of_n, losses, mitigations", "dpo: apo_zero, default, ipo, kto"):
         assert said in page.stdout, said
     assert "max_new_tokens" not in page.stdout  # the config dump stays behind --cfg job
     assert run("--version").stdout == f"degenbench {__version__}\n"

@@ -136,10 +136,11 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
                     "need the local run folders and are not made")
     if local and len(every) > len(runs):  # other arms: their own table and figure
         mit_preds = runs_mod.load_predictions(every)
-        name = "mitigations" if (every.mitigation != "none").any() and every.mitigation.isin(["none", "-"]).sum() == len(runs) \
-            else "arms"  # decode-time mitigations only: the table's name of before
+        mitigated = ~every.mitigation.isin(["none", "-"])
+        # decode-time mitigations only: the table's name of before
+        name = "mitigations" if mitigated.any() and every.mitigation.isin(["none", "-"]).sum() == len(runs) else "arms"
         named[name] = mitigation_tables.table(every, mit_preds, choice)
-        if (every.mitigation != "none").any():
+        if mitigated.any():
             named["mitigation_audit"] = mitigation_tables.audit(every, mit_preds, mitigation_tables.rule_of(every), choice)
         figs[name] = mitigation_tables.figure(named[name])
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",

@@ -18,11 +18,9 @@ from omegaconf import DictConfig
 from degenbench.models.chat import Output, encode
 
 
-@torch.inference_mode()
-def completion_logps(model, processor, family: DictConfig, image, rows: list[list[int]]) -> list[float]:
-    """Sum of log p(token) over each row of generated token ids, after the page's prompt."""
-    if not rows:
-        return []
+def token_logps(model, processor, family: DictConfig, image, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p of each token of each row after the page's prompt, the mask of real tokens): rows
+    right-padded to the longest. Differentiable: a caller under no_grad gets no graph."""
     prompt = encode(processor, family, [image] * len(rows)).to(model.device)
     width = max(1, max(len(r) for r in rows))
     pad = processor.tokenizer.pad_token_id or 0
@@ -39,8 +37,16 @@ def completion_logps(model, processor, family: DictConfig, image, rows: list[lis
             extra = ids if k == "input_ids" else mask if k == "attention_mask" else torch.zeros_like(ids, dtype=v.dtype)
             inputs[k] = torch.cat([v, extra.to(v.dtype)], dim=1)
     logits = model(**inputs, use_cache=False).logits[:, n_prompt - 1:-1].float()
-    logps = torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    return (logps * mask).sum(dim=1).tolist()
+    return torch.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1) * mask, mask
+
+
+@torch.inference_mode()
+def completion_logps(model, processor, family: DictConfig, image, rows: list[list[int]]) -> list[float]:
+    """Sum of log p(token) over each row of generated token ids, after the page's prompt."""
+    if not rows:
+        return []
+    logps, _ = token_logps(model, processor, family, image, rows)
+    return logps.sum(dim=1).tolist()
 
 
 def implicit_rewards(policy, reference, processor, family: DictConfig, image, rows: list[list[int]],

@@ -91,7 +91,6 @@ def _dpo(c: DictConfig, _) -> tuple:
     dpo.pop("name", None)  # a label; the settings say what it is
     if dpo.get("method", "dpo") == "dpo":  # DPOTrainer: the key it had before other methods
         dpo.pop("method", None)
-        dpo["trainer"].setdefault("loss_weights", None)  # TRL's default, once written out
     return (dpo,)
 
 

@@ -5,8 +5,8 @@ overwritten one:
 outputs/runs/<run-id>/          run-id = <run_name>[-b<beta>][-<training>][-<mitigation>]-<eval set>-<key>
 
 <training> names how the model was trained where it is not the pipeline's own: a preference
-objective other than DPO's sigmoid (with or without the toy's NLL term), rejected answers other
-than loops, SFT skipped (column `training` of every table holds the full label).
+objective other than DPO's sigmoid (with or without the toy's NLL term), SFT skipped (column
+`training` of every table holds the full label, rejected answers other than loops included).
 """
 from __future__ import annotations
 
@@ -48,9 +48,7 @@ def _folder_part(cfg: DictConfig) -> str:
     if cfg.stage != "dpo":
         return ""
     name = str(cfg.dpo.get("name", "sigmoid"))
-    parts = [] if name in PIPELINE_OBJECTIVES else [name]
-    if cfg.pairs.rejected != "degenerate":
-        parts.append(f"rej_{cfg.pairs.rejected}")
+    parts = [] if name in PIPELINE_OBJECTIVES else [name]  # pairs.rejected: in the key only (as before)
     if _untrained(cfg):
         parts.append("from_base")
     return "-".join(parts)

@@ -7,6 +7,7 @@ resumes), the seed, W&B reporting, the CPU (float32: bf16 off), and NaN logging 
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import logging
@@ -41,9 +42,13 @@ def training_precision(cfg: DictConfig, trainer: DictConfig) -> dict:
 
 
 def trainer_config(config_class, cfg: DictConfig, trainer: DictConfig, out: Path, report_to: list[str]):
-    """`config_class` (SFTConfig or DPOConfig) from the stage's `trainer` settings, plus what
-    degenbench must set. A field TRL does not know is an error naming it."""
+    """`config_class` (SFTConfig, DPOConfig, KTOConfig, ...) from the stage's `trainer` settings, plus
+    what degenbench must set. A field TRL does not know is an error naming it."""
     args = OmegaConf.to_container(trainer, resolve=True)
+    # a null setting the class lacks is no setting (dpo.trainer.loss_weights under KTOConfig); a
+    # value for a field it lacks stays an error
+    known = {f.name for f in dataclasses.fields(config_class)}
+    args = {k: v for k, v in args.items() if v is not None or k in known}
     cpu = families.pick_device(cfg.device).type == "cpu"
     forced = dict(
         output_dir=str(out / "trainer"), seed=cfg.seed, data_seed=cfg.seed, report_to=report_to, use_cpu=cpu,
