@@ -54,8 +54,12 @@ def unlikelihood_loss(logps: torch.Tensor, repeated: torch.Tensor) -> torch.Tens
 
 
 class UnlikelihoodTrainer(DPOTrainer):
-    """DPOTrainer's data, the unlikelihood loss (module docstring). With a full model TRL still
-    builds its reference copy (unused here): memory a real run could spare."""
+    """DPOTrainer's data, the unlikelihood loss (module docstring). With a full model TRL builds a
+    reference copy while it starts; the loss has no use for it, so it goes before training."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ref_model = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         keep = {k: v for k, v in inputs.items() if k not in ("completion_mask", "ref_chosen_logps", "ref_rejected_logps")}
