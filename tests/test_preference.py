@@ -3,6 +3,7 @@ KTO's labels come from the judge, the unlikelihood loss lowers a repeated token'
 best-of-N keeps the sample with the highest implicit reward, rejections can be merely mediocre at
 a matched number of pairs, and DPO can start from the untrained base."""
 import json
+import shutil
 
 import pandas as pd
 import pytest
@@ -102,13 +103,22 @@ def test_pairs_match_the_count_of_another_strategy(tmp_path):
     assert unmatched["pairs"] == 8 and "pairs_to_match" not in unmatched
 
 
-def test_kto_and_unlikelihood_train_on_the_chain_and_record_what_they_used(chain):
+def own_copy(chain, tmp_path):
+    """A results dir holding a copy of the chain's artifacts: the chain is shared by the session
+    and only read, so jobs that add runs or artifacts write here instead."""
+    if not (tmp_path / "artifacts").exists():
+        shutil.copytree(chain.root / "artifacts", tmp_path / "artifacts")
+    return tmp_path
+
+
+def test_kto_and_unlikelihood_train_on_the_chain_and_record_what_they_used(chain, tmp_path):
     """Both run as the DPO stage of the tiny chain (its SFT model, its judged samples): KTO's
     labels are the judge's, the unlikelihood trainer logs its two terms."""
     from degenbench.stages.pairs import JUDGED
 
+    results = own_copy(chain, tmp_path)
     for option in ("kto", "unlikelihood"):
-        cfg = compose(CHAIN + [f"paths.results_dir={chain.root}", "stage=dpo", f"dpo={option}", "eval=[heldout]"])
+        cfg = compose(CHAIN + [f"paths.results_dir={results}", "stage=dpo", f"dpo={option}", "eval=[heldout]"])
         run = run_job(cfg)
         assert f"-{option}-" in run.name
         training = json.loads((run / "training.json").read_text())
@@ -189,8 +199,9 @@ def test_best_of_n_keeps_the_sample_with_the_highest_implicit_reward(family):
     assert pick([0.2, 0.5, 0.5]) == 1  # ties: the first
 
 
-def test_best_of_n_runs_on_the_chains_dpo_model_and_keeps_the_best(chain):
-    cfg = compose(CHAIN + [f"paths.results_dir={chain.root}", "stage=dpo", "dpo.beta=0.1", "mitigation=best_of_n",
+def test_best_of_n_runs_on_the_chains_dpo_model_and_keeps_the_best(chain, tmp_path):
+    cfg = compose(CHAIN + [f"paths.results_dir={own_copy(chain, tmp_path)}", "stage=dpo", "dpo.beta=0.1",
+                           "mitigation=best_of_n",
                            "eval=[heldout]"])
     run = run_job(cfg)
     preds = pd.read_parquet(run / "predictions.parquet")
@@ -213,10 +224,10 @@ def test_the_best_of_n_sweep_skips_sft_grid_points():
     assert any("stage dpo only" in why[0] for _, why in dropped)
 
 
-def test_sft_method_none_is_the_base_and_dpo_starts_from_it(chain):
+def test_sft_method_none_is_the_base_and_dpo_starts_from_it(chain, tmp_path):
     """sft.method=none: its "SFT" evaluation is the vanilla model's, output for output; DPO then
     trains from the base on the base's own samples."""
-    over = CHAIN + [f"paths.results_dir={chain.root}", "sft.method=none", "eval=[heldout]"]
+    over = CHAIN + [f"paths.results_dir={own_copy(chain, tmp_path)}", "sft.method=none", "eval=[heldout]"]
     untrained = pd.read_parquet(run_job(compose(over + ["stage=sft"])) / "predictions.parquet")
     vanilla = pd.read_parquet(chain.runs["vanilla"] / "predictions.parquet")
     assert untrained.set_index("doc_id").prediction.equals(vanilla.set_index("doc_id").prediction.loc[untrained.doc_id])
