@@ -257,9 +257,14 @@ def test_the_arms_table_tests_each_arm_against_sft_with_exact_mcnemar(tmp_path):
     assert row["n_repetitive"] == 10 and row["cer_ordinary"] < a.cer[~a.repetitive].mean()
     table = pd.DataFrame([{"family": "all", "seed": "pooled", "eval_set": "heldout", "arm": arm, "n_runs": 3,
                            **_row(a, a if arm == "sft" else b, None, 0)} for arm in ("sft", "dpo", "dpo[kto]")])
-    (tmp_path / "losses").mkdir()
-    table.to_csv(tmp_path / "losses" / "arms.csv", index=False)
-    alternatives.main(["--tables", str(tmp_path / "losses" / "arms.csv"), "--out", str(tmp_path / "out")])
+    # a second experiment sharing the first's SFT and DPO runs, with its own kto arm on fewer seeds
+    other = pd.concat([table, table.tail(1).assign(n_runs=2, n_degenerate=9)]).iloc[[0, 1, 3]]
+    for name, t in (("losses", table), ("rejections", other)):
+        (tmp_path / name).mkdir()
+        t.to_csv(tmp_path / name / "arms.csv", index=False)
+    alternatives.main(["--tables", str(tmp_path / "losses" / "arms.csv"), str(tmp_path / "rejections" / "arms.csv"),
+                       "--out", str(tmp_path / "out")])
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
-    assert summary.arm.tolist() == ["sft", "dpo", "dpo[kto]"] and (summary.experiment == "losses").all()
+    assert summary.arm.tolist() == ["sft", alternatives.PIPELINE, "dpo[kto]", "dpo[kto]"]
+    assert summary.experiment.tolist() == ["losses"] * 3 + ["rejections"]  # the same runs once, the other kto kept
     assert (tmp_path / "out" / "summary.png").is_file()

@@ -7,7 +7,7 @@ degenerate pages with their Wilson interval, then the CER cost against SFT on or
 on pages whose truth legitimately repeats, with the paired bootstrap 95% intervals (`figure`).
 
     python -m degenbench.analysis.alternatives --tables results/losses/arms.csv \\
-        results/rejections/arms.csv results/no_sft/arms.csv results/best_of_n/arms.csv --out results/alternatives
+        results/rejections/arms.csv results/no_sft/arms.csv results/best_of_n/mitigations.csv --out results/alternatives
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from degenbench import io
 
 COLS = ["experiment", "arm", "n_runs", "n_docs", "n_degenerate", "degeneration_rate", "deg_ci95_lo", "deg_ci95_hi",
         "deg_change", "fixes", "new_loops", "mcnemar_p", "cer_ordinary", "cer_ordinary_diff", "cer_ordinary_diff_lo",
@@ -24,15 +23,25 @@ COLS = ["experiment", "arm", "n_runs", "n_docs", "n_degenerate", "degeneration_r
         "cer_repetitive_diff_hi", "tokens_per_page", "seconds_per_page"]
 
 
+PIPELINE = "dpo (the experiment's own objective and rejections)"
+
+
 def summary(tables: list[Path], eval_set: str = "heldout") -> pd.DataFrame:
-    """One row per arm (the first table that has it: `sft` and `dpo` recur in every experiment),
-    pooled over families and seeds, on `eval_set`."""
+    """One row per arm, pooled over families and seeds, on `eval_set`. An arm that recurs with the
+    same counts (`sft` and `dpo` of experiments sharing their artifacts) is the same runs: kept once,
+    from the first table; one whose label recurs with other counts (other seeds, other pair counts)
+    is another measurement and keeps its own row, named by its experiment."""
     rows = []
     for path in tables:
         t = pd.read_csv(path)
         t = t[(t.family == "all") & (t.seed.astype(str) == "pooled") & (t.eval_set == eval_set)]
         rows.append(t.assign(experiment=Path(path).parent.name))
-    df = pd.concat(rows, ignore_index=True).drop_duplicates("arm", keep="first")
+    df = pd.concat(rows, ignore_index=True).drop_duplicates(["arm", "n_runs", "n_docs", "n_degenerate"], keep="first")
+    df["arm"] = df.arm.replace({"dpo": PIPELINE})
+    # within an experiment: SFT, then the pipeline's DPO, then its other arms in the table's order
+    first = {"sft": 0, PIPELINE: 1}
+    df = df.assign(_e=df.experiment.map({e: i for i, e in enumerate(dict.fromkeys(df.experiment))}),
+                   _a=df.arm.map(first).fillna(2)).sort_values(["_e", "_a"], kind="stable")
     return df[[c for c in COLS if c in df]].reset_index(drop=True)
 
 
@@ -59,8 +68,8 @@ def figure(df: pd.DataFrame):
                     continue
                 ax.errorbar(y, i, xerr=[[y - a], [b - y]] if pd.notna(a) else None, fmt="o", ms=4, capsize=2,
                             color=colors[r.experiment])
-            sft = df[df.arm == "sft"]
-            ax.axvline(100 * sft[mid].iloc[0] if ref is None and len(sft) else 0, color="black", lw=0.6)
+            sft = df[df.arm == "sft"].sort_values("n_runs")  # the line: the SFT of the most seeds
+            ax.axvline(100 * sft[mid].iloc[-1] if ref is None and len(sft) else 0, color="black", lw=0.6)
             ax.set_title(title, fontsize=9)
         axes[0].set_yticks(range(len(df)), [f"{a}  ({e})" for a, e in zip(df.arm, df.experiment)], fontsize=7)
         axes[0].set_xlabel("left of the line: fewer loops than SFT")
@@ -83,8 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     df = summary([Path(t) for t in a.tables], a.eval_set)
     save(figure(df), out, "summary")
-    md = write_tables(out, {"summary": df})
-    io.write_text(out / "tables.md", "\n".join(md) + "\n")
+    write_tables(out, {"summary": df})  # summary.csv, .md, .tex
     print(df.to_string())
 
 
