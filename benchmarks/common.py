@@ -94,8 +94,8 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     from degenbench.stages.store import key_of
 
     cfg, sft, train, held = toy_sft_dir(family)
-    lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "max_steps": steps, "learning_rate": lr,
-                                          "warmup_steps": 0, "logging_steps": 10}})
+    lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
+                                                                        "warmup_steps": 0, "logging_steps": 10}}})
     docs = [looping_answer(d, run) for d in train]
     key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
     out = build_once(cfg.paths.artifacts_dir, "looper", family, key,
