@@ -2,10 +2,13 @@
 artifact store, exactly as the sweep keys it), its held-out pages, and timing."""
 from __future__ import annotations
 
+import argparse
 import re
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
@@ -19,10 +22,40 @@ from degenbench.stages.graph import Keys
 from degenbench.stages.store import build_once
 
 
+# What every script's models are built with: the toy sweep's store (outputs/, from anywhere), or,
+# under --smoke, debug=smoke's tiny models in --results-dir. Set by `setup`.
+RUN = {"results_dir": ROOT / "outputs", "overrides": [], "smoke": False}
+SMOKE = ["debug=smoke"]  # a few pages, two SFT steps, short budgets: shows the script runs
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every benchmark takes: --smoke (a tiny run, seconds,
+    that the default tests make: its numbers mean nothing) and --results-dir."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a tiny run that shows the script works (tests/test_benchmarks.py)")
+    p.add_argument("--results-dir", default=None, help="the artifact store the toy models are built in or reused "
+                   "from (default: the toy sweep's outputs/; under --smoke a temporary folder)")
+    return p
+
+
+def setup(args: argparse.Namespace) -> argparse.Namespace:
+    smoke = args.smoke
+    RUN.update(results_dir=Path(args.results_dir) if args.results_dir else None if smoke else ROOT / "outputs",
+               overrides=SMOKE if smoke else [], smoke=smoke)
+    return args
+
+
+def store() -> Path:
+    """The artifact store's results folder (a smoke run without --results-dir: a new temporary one)."""
+    if RUN["results_dir"] is None:
+        RUN["results_dir"] = Path(tempfile.mkdtemp(prefix="bench-smoke-"))
+    return RUN["results_dir"]
+
+
 def toy_sft_dir(family: str, overrides: list[str] = ()):
     """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
-                   f"paths.results_dir={ROOT / 'outputs'}", *overrides])  # the sweep's store, from anywhere
+                   f"paths.results_dir={store()}", *RUN["overrides"], *overrides])
     train, _, held = load_split(cfg.data, cfg.seed)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
@@ -94,6 +127,7 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     from degenbench.stages.store import key_of
 
     cfg, sft, train, held = toy_sft_dir(family)
+    steps = 2 if RUN["smoke"] else steps
     lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
                                                                         "warmup_steps": 0, "logging_steps": 10}}})
     docs = [looping_answer(d, run) for d in train]

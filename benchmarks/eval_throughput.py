@@ -4,18 +4,19 @@ A loop holds its batch to the token limit, so large batches of a looping model g
 
     python benchmarks/eval_throughput.py --family olmocr-2-7b --pages 128 --out results/benchmarks/eval_throughput.md
 """
-import argparse
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, threads, timer, toy_sft
+from common import contiguous, emit, generate_batches, parser, setup, threads, timer, toy_sft
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--family", default="olmocr-2-7b")
 p.add_argument("--pages", type=int, default=128)
 p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--out", default=None)
-args = p.parse_args()
+args = setup(p.parse_args())
+if args.smoke:
+    args.family, args.pages, args.batch_sizes = "qwen2.5-vl-3b", 4, [1, 4]
 n_threads = threads(args.threads)
 cfg, model, processor, held = toy_sft(args.family)
 images = [d.load_image() for d in held[:args.pages]]

@@ -6,7 +6,6 @@ random bytes (weights do not compress), min/median/max of --repeat runs, as seco
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -14,16 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from degenbench import io
+from common import emit, parser, setup
 from degenbench.stages.store import build_once, verify
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--mb", type=int, default=100)
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--out")
-    a = p.parse_args()
+    a = setup(p.parse_args())
+    if a.smoke:
+        a.mb, a.repeat = 1, 1
     with tempfile.TemporaryDirectory() as root:
         def build(work: Path):  # two files, as a model folder holds weights and a config
             (work / "model").mkdir()
@@ -41,17 +42,12 @@ def main() -> None:
             verify(path)
             times.append(time.perf_counter() - t)
     gb = a.mb / 1024
-    lines = [f"# Artifact verification: {a.mb} MB artifact, {a.repeat} runs, {platform.processor() or platform.machine()}, "
-             f"{os.cpu_count()} cores\n",
-             f"Made by: `python benchmarks/integrity.py --mb {a.mb}{' --out ' + a.out if a.out else ''}`\n",
+    emit(f"Artifact verification: {a.mb} MB artifact, {a.repeat} runs, {platform.processor() or platform.machine()}, "
+         f"{os.cpu_count()} cores", [
              "| what | min s | median s | max s | s per GB (median) |", "|---|---|---|---|---|",
              f"| verify (size + SHA-256 of every file) | {min(times):.3f} | {statistics.median(times):.3f} | "
              f"{max(times):.3f} | {statistics.median(times) / gb:.2f} |",
-             f"| build with the record (writing {a.mb} MB, then hashing it) | {built:.3f} | | | |"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        io.write_text(a.out, text)
+             f"| build with the record (writing {a.mb} MB, then hashing it) | {built:.3f} | | | |"], a.out)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ Prints degenerate pages per kind and budget, and how many of the 1x loops persis
 """
 from __future__ import annotations
 
-import argparse
 import random
 from dataclasses import replace
 
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, threads, toy_sft
+from common import contiguous, emit, generate_batches, parser, setup, threads, toy_sft
 from degenbench.documents.record import make_document
 from degenbench.documents.synthetic import render, repetitive_line, sample_fields
 from degenbench.decoding.generate import release
@@ -43,7 +42,7 @@ def pages(cfg, kind: str, n: int, held: list, tall: int) -> list:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--families", nargs="+", default=["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b",
                                                       "olmocr-2-7b", "gemma-3-4b"])
     ap.add_argument("--kinds", nargs="+", default=["toy", "same-rows", "tall", "tall-same"])
@@ -53,7 +52,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--overrides", nargs="*", default=[], help="config overrides of the toy SFT model, e.g. data.body_lines=6")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    args = setup(ap.parse_args())
+    if args.smoke:
+        args.families, args.pages, args.multiplier = args.families[:1], 2, 2
     n_threads = threads(args.threads)
     lines = ["| family | kind | pages | degenerate at 1x | at kx | persist (1x and kx) | hit limit 1x | CER 1x (mean) |",
              "|---|---|---|---|---|---|---|---|"]

@@ -6,21 +6,22 @@ but a threshold no row meets (so the outputs are those of full-length generation
 
     python benchmarks/metrics_share.py --family olmocr-2-7b --out results/benchmarks/metrics_share.md
 """
-import argparse
 import time
 
 from omegaconf import OmegaConf
 
 import degenbench.decoding.generate as generation
-from common import contiguous, emit, generate_batches, threads, timer, toy_sft
+from common import contiguous, emit, generate_batches, parser, setup, threads, timer, toy_sft
 from degenbench.metrics import score_output, settings
 from degenbench.metrics.degeneration import is_degenerate, loop_period_onset
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--family", default="olmocr-2-7b")
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--out", default=None)
-args = p.parse_args()
+args = setup(p.parse_args())
+if args.smoke:
+    args.family = "qwen2.5-vl-3b"
 n_threads = threads(args.threads)
 cfg, model, processor, held = toy_sft(args.family)
 bs, m, t = cfg.generation.batch_size, settings(cfg.metrics), {}  # as evaluate.py reads them
@@ -49,8 +50,11 @@ class TimedLoopStop(generation.LoopStop):
 
 generation.LoopStop = TimedLoopStop  # generate() builds its criterion from the module's name
 never = OmegaConf.merge(cfg.generation, {"loop_stop": True, "loop_rule": {"min_repeats": 10**6}})
-with timer(t, "generate_stop"):
-    generate_batches(cfg, model, processor, images, contiguous(len(images), bs), never)
+try:
+    with timer(t, "generate_stop"):
+        generate_batches(cfg, model, processor, images, contiguous(len(images), bs), never)
+finally:  # the tests run this script in their own process: leave generate() as it was
+    generation.LoopStop = TimedLoopStop.__mro__[1]
 emit(f"Metric and detector time: {args.family} (toy SFT model), {len(held)} held-out pages, {n_threads} threads", [
     "| part | seconds | share of evaluation | per page |", "|---|---|---|---|",
     f"| generation | {t['generate']:.2f} | {t['generate'] / total:.2%} | {1e3 * t['generate'] / len(held):.1f} ms |",

@@ -14,7 +14,6 @@ MFU counts the language model's parameters N: an SFT step with LoRA costs 4N FLO
 (forward 2N, activation gradients 2N; LoRA has no weight gradients to speak of; recomputation by
 gradient checkpointing not counted), a DPO step 6N (plus the reference forward pass).
 """
-import argparse
 import sys
 import tempfile
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from common import emit
+from common import emit, parser, setup
 from degenbench.models import families
 from degenbench.config import compose
 from degenbench.documents import synthetic
@@ -31,16 +30,15 @@ from degenbench.documents.record import make_document
 from degenbench.models.chat import encode, input_stats
 from degenbench.stages.data import preference_texts, sft_dataset, with_images, page_ref
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--family", default="qwen2.5-vl-3b")
 p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
 p.add_argument("--new-tokens", type=int, default=128)
 p.add_argument("--loop-tokens", type=int, default=1024, help="length of the DPO step's rejected loop")
 p.add_argument("--bandwidth-gbs", type=float, default=4800, help="the GPU's memory bandwidth, GB/s (H200: 4800)")
 p.add_argument("--peak-tflops", type=float, default=989, help="the GPU's dense bf16 peak, TFLOP/s (H100/H200: 989)")
-p.add_argument("--smoke", action="store_true", help="run everything on the CPU with the tiny stand-in (no figures)")
 p.add_argument("--out", default=None)
-args = p.parse_args()
+args = setup(p.parse_args())
 if not args.smoke and not torch.cuda.is_available():
     sys.exit("benchmarks/real_size.py measures a GPU; none is visible here (--smoke runs it on the CPU)")
 size = "tiny" if args.smoke else "shape"

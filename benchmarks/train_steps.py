@@ -5,7 +5,6 @@ its peak resident memory is its own.
 
     python benchmarks/train_steps.py --family qwen2.5-vl-3b --steps 16 --out results/benchmarks/train_steps.md
 """
-import argparse
 import json
 import resource
 import subprocess
@@ -13,21 +12,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import emit
+from common import RUN, emit, parser, setup, store
 
 
 def rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
-def child(family: str, stage: str, method: str, steps: int, out: str, sft_dir: str) -> None:
-    """Train one configuration; print its facts as one JSON line."""
+def child(family: str, stage: str, method: str, steps: int, out: str, sft_dir: str) -> dict:
+    """Train one configuration: its facts."""
     from degenbench.config import compose
     from degenbench.documents import load_split
     from degenbench.stages.graph import Keys, run_job
     from degenbench.stages.store import is_complete
 
-    cfg = compose(["experiment=toy", f"family={family}", "logger=disabled", f"sft.method={method}",
+    where = [f"paths.results_dir={store()}", *RUN["overrides"]]
+    cfg = compose(["experiment=toy", f"family={family}", "logger=disabled", *where, f"sft.method={method}",
                    f"sft.trainer.max_steps={steps}", f"dpo.trainer.max_steps={steps}", "dpo.trainer.logging_steps=1",
                    "sft.trainer.logging_steps=1"])
     before = rss_mb()
@@ -39,34 +39,38 @@ def child(family: str, stage: str, method: str, steps: int, out: str, sft_dir: s
     else:
         from degenbench.stages.dpo import train_dpo
 
-        toy = compose(["experiment=toy", f"family={family}", "logger=disabled", "stage=dpo", "dpo.beta=0.1"])
+        toy = compose(["experiment=toy", f"family={family}", "logger=disabled", *where, "stage=dpo", "dpo.beta=0.1"])
         pairs = Path(toy.paths.artifacts_dir) / "pairs" / f"{family}-{Keys(toy).pairs}"
         if not is_complete(pairs):  # the toy sweep's pairs of this family: build them if missing
             run_job(toy)
         facts = train_dpo(cfg, Path(sft_dir), pairs, Path(out))
     end = facts["log_history"][-1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"stage": stage, "method": method, "steps": facts["steps"],
-                      "steps_per_s": end["train_steps_per_second"], "seconds": end["train_runtime"],
-                      "rss_before_mb": before, "peak_rss_mb": peak}), flush=True)
+    return {"stage": stage, "method": method, "steps": facts["steps"], "steps_per_s": end["train_steps_per_second"],
+            "seconds": end["train_runtime"], "rss_before_mb": before, "peak_rss_mb": peak}
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = parser(__doc__)
     p.add_argument("--family", default="qwen2.5-vl-3b")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--out", default=None)
-    p.add_argument("--child", nargs=4, metavar=("STAGE", "METHOD", "OUT", "SFT_DIR"), help=argparse.SUPPRESS)
-    args = p.parse_args()
+    p.add_argument("--child", nargs=4, metavar=("STAGE", "METHOD", "OUT", "SFT_DIR"), help="(internal)")
+    args = setup(p.parse_args())
     if args.child:
-        return child(args.family, *args.child[:2], args.steps, *args.child[2:])
+        return print(json.dumps(child(args.family, *args.child[:2], args.steps, *args.child[2:])), flush=True)
+    if args.smoke:
+        args.steps = 1
     rows, tmp = [], Path(tempfile.mkdtemp(prefix="train-steps-"))
     for method in ("lora", "full"):
         for stage in ("sft", "dpo"):
             out = tmp / f"{stage}-{method}"
             out.mkdir()
+            if args.smoke:  # in this process: its memory figures mean nothing, the code path is the same
+                rows.append(child(args.family, stage, method, args.steps, str(out), str(tmp / f"sft-{method}")))
+                continue
             cmd = [sys.executable, __file__, "--family", args.family, "--steps", str(args.steps),
-                   "--child", stage, method, str(out), str(tmp / f"sft-{method}")]
+                   "--results-dir", str(store()), "--child", stage, method, str(out), str(tmp / f"sft-{method}")]
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode:
                 sys.exit(f"{stage}/{method} failed:\n{res.stderr[-3000:]}")

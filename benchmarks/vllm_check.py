@@ -14,7 +14,6 @@
 
     python benchmarks/vllm_check.py --out results/vllm/agreement.md
 """
-import argparse
 import platform
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from vllm import EngineArgs
 from vllm.sampling_params import RepetitionDetectionParams
 from vllm.v1.core.sched.utils import check_sequence_repetition
 
-from common import emit
+from common import emit, parser, setup
 from degenbench.models import families, snapshots
 from degenbench.models.arch import adapter
 from degenbench.decoding import vllm as backend
@@ -36,11 +35,13 @@ from degenbench.config import PACKAGE, ROOT, compose
 from degenbench.decoding.loopstop import loop_cut, text_lengths
 from degenbench.metrics import is_degenerate
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--runs", default=str(ROOT / "results/toy/runs"))
 p.add_argument("--limit", type=int, default=None, help="outputs per family (default: all)")
 p.add_argument("--out", default=None)
-args = p.parse_args()
+args = setup(p.parse_args())
+if args.smoke:
+    args.limit = 2
 lines = [f"vLLM {vllm.__version__} (CPU only, no engine started), Python {platform.python_version()}.\n", "## Mapping\n"]
 
 

@@ -2,8 +2,6 @@
 device, W&B from the main process, memory that fits one GPU, training pages kept encoded and
 checked, and LoopStop that leaves legitimately repeated rows alone."""
 import json
-import subprocess
-import sys
 import weakref
 
 import pytest
@@ -11,7 +9,7 @@ import torch
 
 from degenbench.models import families
 from degenbench.tools import rehearsal
-from degenbench.config import ROOT, compose, known_families
+from degenbench.config import compose, known_families
 from degenbench.documents import load_documents, split
 from degenbench.documents.record import Document
 from degenbench.decoding.loopstop import LoopStop
@@ -117,14 +115,6 @@ def test_an_interrupted_fsdp_build_says_it_cannot_resume_unless_asked(tmp_path):
         fit(fsdp, tmp_path, "SFT of x")
     fit(fsdp, tmp_path, "SFT of x", fsdp_resume=True)
     assert calls == [str(ckpt)]
-
-
-def test_the_gpu_benchmark_runs_end_to_end_on_the_cpu():
-    """benchmarks/real_size.py is the script a lent GPU runs (decode against the bandwidth bound, an
-    SFT and a DPO step through TRL): its --smoke mode runs the same code on the CPU."""
-    out = subprocess.run([sys.executable, "benchmarks/real_size.py", "--smoke"], cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "| SFT (LoRA" in out.stdout and "| DPO (LoRA" in out.stdout and "| 2 | " in out.stdout
 
 
 @pytest.mark.parametrize("size", ["tiny", "real", "shape"])

@@ -1,0 +1,93 @@
+"""Every benchmark script runs, at its --smoke size, in this process: a key that moves breaks a test
+here, not a benchmark someone runs later (issue 32). Smoke numbers mean nothing; each test checks
+that the script reached its table and that the table says what the script measures."""
+from __future__ import annotations
+
+import re
+import runpy
+import sys
+
+import pytest
+
+from degenbench.config import ROOT
+
+BENCH = ROOT / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One artifact store for the module: the smoke SFT model is built by the first script, reused after."""
+    return tmp_path_factory.mktemp("bench-store")
+
+
+def bench(script: str, store, tmp_path, *args: str) -> str:
+    """Run benchmarks/<script> --smoke as `python benchmarks/<script>` would, in this process; its
+    --out file."""
+    out = tmp_path / f"{script}.md"
+    argv = [str(BENCH / script), "--smoke", "--results-dir", str(store), "--out", str(out), *args]
+    old_argv, old_path = sys.argv, list(sys.path)
+    sys.argv, sys.path = argv, [str(BENCH), *sys.path]
+    try:
+        runpy.run_path(str(BENCH / script), run_name="__main__")
+    finally:
+        sys.argv, sys.path[:] = old_argv, old_path
+    text = out.read_text()
+    assert text.startswith("# ") and "Made by: `python " in text and "--smoke" in text
+    return text
+
+
+def rows(text: str) -> list[list[str]]:
+    """The body rows of the Markdown tables in `text`, as cells."""
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not re.match(r"\|\s*-", line) and not line.startswith("| family |")
+            and not re.match(r"\| (batch|part|stage|what) \|", line)]
+
+
+def test_eval_throughput(store, tmp_path):
+    table = rows(bench("eval_throughput.py", store, tmp_path))
+    assert [r[0] for r in table] == ["1", "4"]  # the smoke batch sizes
+    assert all(float(r[1]) > 0 and r[5].endswith("x") for r in table)
+
+
+def test_metrics_share(store, tmp_path):
+    import degenbench.decoding.generate as generation
+    from degenbench.decoding.loopstop import LoopStop
+
+    text = bench("metrics_share.py", store, tmp_path)
+    assert "| generation |" in text and "| detector alone" in text and "outputs degenerate" in text
+    assert generation.LoopStop is LoopStop  # the script's timing wrapper is taken out again
+
+
+def test_memory(store, tmp_path):
+    table = rows(bench("memory.py", store, tmp_path))
+    assert len(table) == 4 and {r[2] for r in table} == {"sft", "dpo"}  # one family, two settings, two stages
+    assert all(float(r[-1].strip("*")) > 0 for r in table)
+
+
+def test_integrity(store, tmp_path):
+    text = bench("integrity.py", store, tmp_path)
+    assert "1 MB artifact, 1 runs" in text and "| verify (size + SHA-256" in text
+
+
+def test_loop_probe(store, tmp_path):
+    table = rows(bench("loop_probe.py", store, tmp_path))
+    assert [r[1] for r in table] == ["toy", "same-rows", "tall", "tall-same"] and all(r[2] == "2" for r in table)
+
+
+def test_train_steps(store, tmp_path):
+    table = rows(bench("train_steps.py", store, tmp_path))
+    assert [(r[0], r[1]) for r in table] == [("sft", "lora"), ("dpo", "lora"), ("sft", "full"), ("dpo", "full")]
+    assert all(float(r[2]) > 0 for r in table)
+
+
+def test_real_size(store, tmp_path):
+    """The script a lent GPU runs (decode against the bandwidth bound, an SFT and a DPO step through
+    TRL): --smoke runs the same code on the CPU."""
+    text = bench("real_size.py", store, tmp_path)
+    assert "| SFT (LoRA" in text and "| DPO (LoRA" in text and "| 2 | " in text
+
+
+def test_vllm_check(store, tmp_path):
+    pytest.importorskip("vllm", reason="vLLM is not installed here: benchmarks/vllm_check.py needs a vLLM venv")
+    text = bench("vllm_check.py", store, tmp_path)
+    assert "FAILED" not in text
