@@ -51,3 +51,14 @@ def test_toy_sweep_over_the_five_families(tmp_path):
         prov = s["provenance"]
         assert prov["versions"]["transformers"] and prov["device"]["dtype"] == "float32"
         assert prov["checkpoint"]["recipe"] and "dirty" in prov["git"]
+    # where the sweep's time went, from its own job logs (degenbench.analysis.timing)
+    from degenbench.analysis.timing import breakdown, segments
+
+    (sweep,) = (tmp_path / "hydra").glob("multirun_*")
+    pieces = segments(sweep)
+    assert pieces.job.nunique() == 5 and set(pieces.family) == set(families)
+    assert {"job start", "evaluation heldout", "evaluation heldout@4x", "writing runs"} <= set(pieces.activity)
+    assert (pieces.seconds >= 0).all() and (pieces.start.shift(-1).dropna() >= pieces.end.iloc[:-1]).all()
+    table = breakdown(pieces)
+    wall = (pieces.end.max() - pieces.start.min()).total_seconds()
+    assert abs(table.loc["all", "total"] - wall) < 0.5  # the pieces tile the sweep: nothing counted twice
