@@ -84,21 +84,40 @@ def looping_answer(doc, run: int):
     return doc if m is None else replace(doc, truth={**doc.truth, "text": text[:m.start()] + "." * run})
 
 
+def _looper_key(cfg, run: int, steps: int, lr: float) -> str:
+    from degenbench.stages.store import key_of
+
+    return key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
+
+
+def toy_looper_built(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4) -> bool:
+    """Whether the store holds `family`'s looping organism (else toy_looper trains it, and the toy
+    SFT model first if missing: minutes)."""
+    from degenbench.stages.store import artifact_dir, is_complete
+
+    cfg = compose(["experiment=toy", f"family={family}", "logger=disabled", f"paths.results_dir={ROOT / 'outputs'}"])
+    return is_complete(artifact_dir(cfg.paths.artifacts_dir, "looper", family, _looper_key(cfg, run, steps, lr)))
+
+
+def toy_looper_dir(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+    """(cfg, artifact folder, held-out docs) of the looping organism of `family` (toy_looper)."""
+    from degenbench.stages.sft import train_sft
+
+    cfg, sft, train, held = toy_sft_dir(family)
+    lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
+                                                                        "warmup_steps": 0, "logging_steps": 10}}})
+    docs = [looping_answer(d, run) for d in train]
+    out = build_once(cfg.paths.artifacts_dir, "looper", family, _looper_key(cfg, run, steps, lr),
+                     lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
+    return cfg, out, held
+
+
 def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
     """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
     fine-tuned further on its own training pages, where every answer with a dot leader runs on in
     dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
     every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
     512 tokens."""
-    from degenbench.stages.sft import train_sft
-    from degenbench.stages.store import key_of
-
-    cfg, sft, train, held = toy_sft_dir(family)
-    lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
-                                                                        "warmup_steps": 0, "logging_steps": 10}}})
-    docs = [looping_answer(d, run) for d in train]
-    key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
-    out = build_once(cfg.paths.artifacts_dir, "looper", family, key,
-                     lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
+    cfg, out, held = toy_looper_dir(family, run, steps, lr)
     model, processor = load_trained(cfg.family, cfg.device, out / MODEL_DIR)
     return cfg, model, processor, held
