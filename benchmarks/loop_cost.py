@@ -12,9 +12,10 @@ alone (steps and seconds: min / median / max); and the step inflation computed f
 2.42% looping share (analysis/batch_cost.at_share: computed, not measured).
 `--backend vllm` (a GPU and vLLM): the same pages through degenbench's vLLM backend, continuous
 batching with --batch-size sequences at once: wall time all against clean, and the healthy requests'
-time to finish from vLLM's per-request timestamps.
+time to finish (from vLLM's per-request timestamps) with the loops running beside them against
+without: every healthy request shares the engine with the loops, so all of them count.
 
-    python benchmarks/loop_cost.py --limits 256 1024 --threads 1 --out results/benchmarks/loop_cost.md
+    python benchmarks/loop_cost.py --limits 256 1024 --repeats 2 --threads 1 --out results/benchmarks/loop_cost.md
     python benchmarks/loop_cost.py --smoke   # one family, 8 pages (2 with dot leaders), 160 tokens: the tests' run
 """
 import argparse
