@@ -117,22 +117,32 @@ def looping_answer(doc, run: int):
     return doc if m is None else replace(doc, truth={**doc.truth, "text": text[:m.start()] + "." * run})
 
 
-def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
-    """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
-    fine-tuned further on its own training pages, where every answer with a dot leader runs on in
-    dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
-    every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
-    512 tokens."""
-    from degenbench.stages.sft import train_sft
+def _looper_key(cfg, run: int, steps: int, lr: float) -> str:
     from degenbench.stages.store import key_of
+
+    return key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
+
+
+def toy_looper_dir(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+    """(cfg, artifact folder, held-out docs) of the looping organism of `family` (toy_looper)."""
+    from degenbench.stages.sft import train_sft
 
     cfg, sft, train, held = toy_sft_dir(family)
     steps = 2 if RUN["smoke"] else steps
     lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
                                                                         "warmup_steps": 0, "logging_steps": 10}}})
     docs = [looping_answer(d, run) for d in train]
-    key = key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
-    out = build_once(cfg.paths.artifacts_dir, "looper", family, key,
+    out = build_once(cfg.paths.artifacts_dir, "looper", family, _looper_key(cfg, run, steps, lr),
                      lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
+    return cfg, out, held
+
+
+def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+    """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
+    fine-tuned further on its own training pages, where every answer with a dot leader runs on in
+    dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
+    every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
+    512 tokens."""
+    cfg, out, held = toy_looper_dir(family, run, steps, lr)
     model, processor = load_trained(cfg.family, cfg.device, out / MODEL_DIR)
     return cfg, model, processor, held

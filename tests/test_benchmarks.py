@@ -87,6 +87,17 @@ def test_real_size(store, tmp_path):
     assert "| SFT (LoRA" in text and "| DPO (LoRA" in text and "| 2 | " in text
 
 
+def test_loop_cost(store, tmp_path):
+    """Static batching's cost of loops to the healthy rows: each row's steps against the same pages
+    without their looping rows (debug=smoke's looper may not loop: then the two are equal)."""
+    text = bench("loop_cost.py", store, tmp_path, "--threads", "1")
+    table = [r for r in rows(text) if r[0] == "nanonets-ocr2-3b"]
+    assert [r[1] for r in table] == ["32", "64"] and "42.47%" in text  # beside the paper's figure
+    for r in table:
+        steps, clean = map(int, r[5].split(" / "))
+        assert steps >= clean > 0 and r[6] == f"{steps / clean - 1:+.1%}"
+
+
 def test_vllm_check(store, tmp_path):
     pytest.importorskip("vllm", reason="vLLM is not installed here: benchmarks/vllm_check.py needs a vLLM venv")
     text = bench("vllm_check.py", store, tmp_path)

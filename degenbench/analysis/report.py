@@ -23,7 +23,7 @@ import matplotlib
 import pandas as pd
 
 from degenbench import io
-from degenbench.analysis import figures, mitigation_tables, persistence, runs as runs_mod, tables
+from degenbench.analysis import batch_cost, figures, mitigation_tables, persistence, runs as runs_mod, tables
 
 log = logging.getLogger(__name__)
 REFERENCES = ("Reference rows (stage `reference`, family = the system; `degenbench stage=reference`): "
@@ -98,7 +98,8 @@ def archive(runs: pd.DataFrame, dest: Path) -> None:
 NEEDS = {"beta_sweep": "DPO runs", "comparisons": "SFT runs beside vanilla or DPO runs of one model on the same pages",
          "reduction": "SFT and DPO runs of one family on the same pages", "pairs": "DPO runs",
          "persistence": "runs at k times the budget (eval sets <set>@<k>x) beside their 1x runs",
-         "beta_choice": "DPO runs on the validation set", "cost": "runs with generation timings"}
+         "beta_choice": "DPO runs on the validation set", "cost": "runs with generation timings",
+         "batch_cost": "local HF runs that loop, with each page's batch recorded as generated"}
 
 
 def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFrame | None = None) -> dict:
@@ -126,6 +127,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
         if not (loops := tables.teacher_loops(runs)).empty:  # where SFT's teacher-loop labels sit
             named["teacher_loops"] = loops
         named["persistence"] = persistence.persistence(runs, preds, choice)
+        named["batch_cost"] = batch_cost.batch_cost(runs, preds)  # what loops cost their batch-mates
     figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
             "cost": figures.cost(named["cost"], named["stages"])}
     if local:
@@ -172,6 +174,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     if empty := [f"`{n}` ({NEEDS[n]})" for n, df in named.items() if df.empty and n in NEEDS]:
         log.warning("tables left empty, for want of the runs they compare: %s", "; ".join(empty))
         md += ["**Tables left empty** (this store lacks the runs they need): " + "; ".join(empty) + ".\n"]
+    if "batch_cost" in named and not named["batch_cost"].empty:
+        md.append(batch_cost.README)
     if "mitigations" in named or "arms" in named:
         md.append(mitigation_tables.README)
     md.append("## Figures\n")
