@@ -103,6 +103,7 @@ def test_a_sweep_takes_the_families_from_the_config_group_with_the_users_own(tmp
     assert expand(path) == sorted(known_families() + ["my-ocr"])
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_a_users_sixth_family_is_a_few_lines_and_runs_vanilla_sft_dpo(tmp_path):
     """A second Qwen2.5-VL-3B fine-tune from the user's folder: the shipped 3B defaults, its own hub
     id and name, a stand-in continued from qwen2.5-vl-3b's base; no degenbench file changes."""
@@ -127,6 +128,7 @@ def test_a_users_sixth_family_is_a_few_lines_and_runs_vanilla_sft_dpo(tmp_path):
     assert record["parent"] == "qwen2.5-vl-3b" and record["training"]["steps"] == 2
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_a_third_architecture_is_one_adapter_that_every_stage_picks_up(tmp_path, monkeypatch):
     """An Adapter subclass written here, a family YAML naming its arch: the stand-in is built
     through it, vanilla, SFT and DPO run and evaluate through it, and the snapshot, the vLLM

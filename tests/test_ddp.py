@@ -3,9 +3,11 @@ import json
 import subprocess
 import sys
 
+import pytest
 from conftest import TINY
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_sft_runs_as_ddp_with_two_cpu_processes_and_one_wandb_run(tmp_path):
     """Both processes train; only the main one opens the W&B training run (every rank opened the
     same run before)."""

@@ -96,6 +96,7 @@ def test_changed_recipe_builds_into_the_cache_and_leaves_the_shipped_base_alone(
     assert standins.ensure(fam) == built  # built once, then reused
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_a_continued_phase_starts_from_the_earlier_phases_base(tmp_path):
     quick = ["family=qwen2.5-vl-3b", *QUICK_BASE, "family.standin.base.seed=98",
              f"family.standin.cache_dir={tmp_path / 'cache'}"]

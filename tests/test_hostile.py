@@ -239,6 +239,7 @@ def test_validation_alone_is_evaluated_by_any_stage_and_beside_heldout_only_wher
     assert names("stage=dpo", "eval=[heldout,validation]") == ["heldout", "validation"]
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_bad_settings_and_typos_name_the_key_on_the_command_line(tmp_path):
     """One line on stderr naming the key (and the fix), exit status 2, and no folder made: a
     single run is checked before Hydra starts, a sweep's every job before the sweep folder."""

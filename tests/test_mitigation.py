@@ -86,6 +86,7 @@ def test_settings_reach_vllm_sampling_params():
     assert vllm_backend.sampling_kwargs(tr[3])["top_p"] == 1.0 and vllm_backend.sampling_kwargs(tr[3])["top_k"] == 0
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_retries_are_counted_and_every_attempt_recorded(tmp_path):
     """A budget of 24 tokens: every page hits it, so temperature_retry tries each 8 times; the last
     attempt is scored, every attempt's tokens and seconds are counted."""

@@ -17,6 +17,7 @@ def sweep(results, **kw):
                             start_new_session=True, **kw)
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_kill_during_sweep_then_rerun_reuses_finished_stages(tmp_path):
     proc = sweep(tmp_path)
     pairs = tmp_path / "artifacts" / "pairs"

@@ -137,6 +137,7 @@ def test_slurm_launcher_settings_are_accepted_by_submitit(tmp_path, monkeypatch)
         assert f"#SBATCH {line}" in script, line
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_two_job_sweep_through_submitit_local(tmp_path):
     cmd = [sys.executable, "-m", "degenbench", "-m", "hydra/launcher=local", f"paths.results_dir={tmp_path}",
            "logger=disabled", "device=cpu", "data.n_docs=4", "data.heldout=2", "data.max_new_tokens=8",

@@ -128,6 +128,7 @@ def test_report_pairs_each_dpo_run_with_its_sft_run_by_document(chain):
     assert pairs.family.tolist() == ["qwen2.5-vl-3b"] and pairs.pairs.tolist() == [stats["pairs"]]
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_dpo_without_pairs_fails_clearly_or_evaluates_sft_as_recorded(tmp_path):
     """No rejectable candidate (a rule no output can meet): the default names the pairs folder and
     the ways out; dpo.on_no_pairs=sft evaluates the SFT model unchanged and says so in metrics."""

@@ -108,6 +108,7 @@ def test_a_label_shorter_than_a_budget_evaluated_fails_before_any_work(tmp_path)
     assert not (tmp_path / "artifacts").exists()
 
 
+@pytest.mark.slow  # minutes on 2 cores: .ci/run runs it with the slow tests
 def test_sft_on_a_few_teacher_loops_loops_on_held_out_pages_of_that_kind(tmp_path):
     """A real run: SFT on pages whose bodies are dot leaders and rules, some with a teacher loop,
     and the model loops on held-out pages of the same kind, to the budget; the run records the
