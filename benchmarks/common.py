@@ -2,6 +2,7 @@
 artifact store, exactly as the sweep keys it), its held-out pages, and timing."""
 from __future__ import annotations
 
+import random
 import re
 import time
 from contextlib import contextmanager
@@ -19,11 +20,13 @@ from degenbench.stages.graph import Keys
 from degenbench.stages.store import build_once
 
 
-def toy_sft_dir(family: str, overrides: list[str] = ()):
-    """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
+def toy_sft_dir(family: str, overrides: list[str] = (), pages: str = "heldout"):
+    """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of
+    `family`; pages="validation": its validation pages instead of the held-out ones."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
                    f"paths.results_dir={ROOT / 'outputs'}", *overrides])  # the sweep's store, from anywhere
-    train, _, held = load_split(cfg.data, cfg.seed)
+    split = load_split(cfg.data, cfg.seed)
+    train, held = split.train, getattr(split, pages)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
     return cfg, sft, train, held
@@ -84,16 +87,16 @@ def looping_answer(doc, run: int):
     return doc if m is None else replace(doc, truth={**doc.truth, "text": text[:m.start()] + "." * run})
 
 
-def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4, pages: str = "heldout"):
     """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
     fine-tuned further on its own training pages, where every answer with a dot leader runs on in
     dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
     every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
-    512 tokens."""
+    512 tokens. pages="validation": the validation pages instead of the held-out ones."""
     from degenbench.stages.sft import train_sft
     from degenbench.stages.store import key_of
 
-    cfg, sft, train, held = toy_sft_dir(family)
+    cfg, sft, train, held = toy_sft_dir(family, pages=pages)
     lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
                                                                         "warmup_steps": 0, "logging_steps": 10}}})
     docs = [looping_answer(d, run) for d in train]
@@ -102,3 +105,22 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
                      lambda tmp: train_sft(lcfg, docs, tmp, init=sft / MODEL_DIR), resumable=True)
     model, processor = load_trained(cfg.family, cfg.device, out / MODEL_DIR)
     return cfg, model, processor, held
+
+
+TABLE_ROWS = {"ledger": "Item {i:02d} .......... R$ 10,00", "form": "Nome: ______________________________",
+              "contents": "Capítulo 1 ................ 12", "zeros": "0,00    0,00    0,00    0,00"}
+
+
+def tables(counts=(2, 3, 4, 6, 8, 12, 16, 24, 48), seed: int = 0) -> list[tuple[str, int, str]]:
+    """(kind, identical rows, JSON answer) for each row kind and count, amid ordinary page text:
+    pages whose transcription legitimately repeats and then ends (loop stopping must not cut them)."""
+    from degenbench.documents import synthetic, truth_json
+
+    rng, out = random.Random(seed), []
+    for kind, row in TABLE_ROWS.items():
+        for n in counts:
+            f = synthetic.sample_fields(rng, 64, 8, 6)
+            lines = f["text"].split("\n")
+            body = lines[:3] + [row.format(i=1)] * n + lines[3:]
+            out.append((kind, n, truth_json(f | {"text": "\n".join(body)})))
+    return out
