@@ -30,7 +30,7 @@ class LoopStop(StoppingCriteria):
     step saves."""
 
     def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
-                 min_repeats: int = 4, every: int = 1, min_copies: int = 64, min_run: float = 0.0,
+                 min_repeats: int = 4, every: int = 1, min_copies: int = 56, min_run: float = 0.0,
                  budget: int = 4096, max_period: int = 200):
         self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
