@@ -89,8 +89,10 @@ def repetition_detection(rule: dict, budget: int) -> dict:
     """vLLM's trigger for LoopStop's test: a pattern of 1..size tokens repeated `min_count` times
     back to back. LoopStop cuts a loop once its pattern has run `min_copies` times (and, with
     min_run, spans that share of the budget), so the trigger asks for a quarter of those copies:
-    a loop whose tokens hold up to four copies of its pattern each triggers no later than LoopStop
-    would cut, and a false alarm, checked and continued, costs a few of them; min_run's part keeps
+    a loop whose tokens hold up to four copies of its pattern each triggers by the time LoopStop
+    would cut it (give or take the token where the loop begins; on the stand-ins' one-character
+    tokens, tests/test_loopstop.py), and a false alarm, checked and continued, costs a few of them
+    (a token holding more copies, e.g. a 16-dot token, triggers later); min_run's part keeps
     min_count x size <= the loop length it waits for, as before."""
     run = run_tokens(rule.get("min_run", 0.0), budget)
     size = max(1, min(64, run // rule["min_repeats"])) if run else 64
