@@ -3,6 +3,7 @@ artifact store, exactly as the sweep keys it), its held-out pages, and timing.""
 from __future__ import annotations
 
 import argparse
+import random
 import re
 import tempfile
 import time
@@ -52,11 +53,13 @@ def store() -> Path:
     return RUN["results_dir"]
 
 
-def toy_sft_dir(family: str, overrides: list[str] = ()):
-    """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of `family`."""
+def toy_sft_dir(family: str, overrides: list[str] = (), pages: str = "heldout"):
+    """(cfg, SFT artifact folder, training docs, held-out docs) of the toy sweep's SFT model of
+    `family`; pages="validation": its validation pages instead of the held-out ones."""
     cfg = compose(["experiment=toy", f"family={family}", "logger=disabled",
                    f"paths.results_dir={store()}", *RUN["overrides"], *overrides])
-    train, _, held = load_split(cfg.data, cfg.seed)
+    split = load_split(cfg.data, cfg.seed)
+    train, held = split.train, getattr(split, pages)
     sft = build_once(cfg.paths.artifacts_dir, "sft", family, Keys(cfg).sft,
                      lambda tmp: launch.train(cfg, "sft", tmp), resumable=True)
     return cfg, sft, train, held
@@ -123,11 +126,11 @@ def _looper_key(cfg, run: int, steps: int, lr: float) -> str:
     return key_of(Keys(cfg).sft, {"run": run, "steps": steps, "lr": lr})
 
 
-def toy_looper_dir(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+def toy_looper_dir(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4, pages: str = "heldout"):
     """(cfg, artifact folder, held-out docs) of the looping organism of `family` (toy_looper)."""
     from degenbench.stages.sft import train_sft
 
-    cfg, sft, train, held = toy_sft_dir(family)
+    cfg, sft, train, held = toy_sft_dir(family, pages=pages)
     steps = 2 if RUN["smoke"] else steps
     lcfg = OmegaConf.merge(cfg, {"sft": {"method": "full", "trainer": {"max_steps": steps, "learning_rate": lr,
                                                                         "warmup_steps": 0, "logging_steps": 10}}})
@@ -137,12 +140,31 @@ def toy_looper_dir(family: str, run: int = 1200, steps: int = 60, lr: float = 3e
     return cfg, out, held
 
 
-def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4):
+def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4, pages: str = "heldout"):
     """(cfg, model, processor, held-out docs) of a *looping organism*: the toy SFT model of `family`
     fine-tuned further on its own training pages, where every answer with a dot leader runs on in
     dots for `run` characters. Its loops then hold like a large model's (a dot run, once begun, went to
     every limit measured, up to 1024); the toy SFT models' dot runs mostly end on their own before
-    512 tokens."""
-    cfg, out, held = toy_looper_dir(family, run, steps, lr)
+    512 tokens. pages="validation": the validation pages instead of the held-out ones."""
+    cfg, out, held = toy_looper_dir(family, run, steps, lr, pages)
     model, processor = load_trained(cfg.family, cfg.device, out / MODEL_DIR)
     return cfg, model, processor, held
+
+
+TABLE_ROWS = {"ledger": "Item {i:02d} .......... R$ 10,00", "form": "Nome: ______________________________",
+              "contents": "Capítulo 1 ................ 12", "zeros": "0,00    0,00    0,00    0,00"}
+
+
+def tables(counts=(2, 3, 4, 6, 8, 12, 16, 24, 48), seed: int = 0) -> list[tuple[str, int, str]]:
+    """(kind, identical rows, JSON answer) for each row kind and count, amid ordinary page text:
+    pages whose transcription legitimately repeats and then ends (loop stopping must not cut them)."""
+    from degenbench.documents import synthetic, truth_json
+
+    rng, out = random.Random(seed), []
+    for kind, row in TABLE_ROWS.items():
+        for n in counts:
+            f = synthetic.sample_fields(rng, 64, 8, 6)
+            lines = f["text"].split("\n")
+            body = lines[:3] + [row.format(i=1)] * n + lines[3:]
+            out.append((kind, n, truth_json(f | {"text": "\n".join(body)})))
+    return out

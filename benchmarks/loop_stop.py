@@ -6,8 +6,9 @@ pages with two models of each family (--models)
           tokens: at a budget below that they count as loops, above it they are not
 each generating three ways in one run:
   full   every row runs until it ends or hits the token limit (evaluation's default)
-  stop   LoopStop cuts a row once its tail repeats (it counts as degenerate): at the rule's 4
-         repeats, and at stricter thresholds (--stop-repeats), trading savings for agreement
+  stop   LoopStop cuts a row once it is caught in a loop (it counts as degenerate): its tail has
+         repeated the rule's 4 times (or a stricter --stop-repeats) and its loop's pattern has run
+         generation.loop_rule.min_copies times (--min-copies)
   clean  the same batches without the rows `full` labels degenerate: what the pages cost without loops
 The degeneration overhead is full - clean; stopping removes (full - stop) / (full - clean) of it,
 measured in wall-clock seconds (the fastest of --repeats interleaved passes) and in decoding steps
@@ -15,34 +16,44 @@ measured in wall-clock seconds (the fastest of --repeats interleaved passes) and
 Label agreement: the stop labels (cut, or the paper's rule) against the full-length labels.
 A family whose model never loops at a budget has no overhead to remove there (n/a).
 
-    python benchmarks/loop_stop.py --models looper --limits 160 512 1024 --stop-repeats 4 12 --repeats 3 --threads 2 --out results/benchmarks/loop_stop.md
+    python benchmarks/loop_stop.py --models looper --limits 512 1024 --stop-repeats 4 --repeats 1 --threads 1 --out results/benchmarks/loop_stop.md
 
-results/benchmarks/loop_stop.md and loop_stop_sft.md were measured with the LoopStop of that time,
-which cut at the tail test alone: `--min-run 0` runs it again. Since then LoopStop also waits for
-the loop to span min_run of the budget (benchmarks/loop_stop_fp.py measures why).
+results/benchmarks/loop_stop_sft.md was measured with the LoopStop of that time, which cut at the
+tail test alone: `--min-copies 0 --min-run 0` runs it again. LoopStop then waited for the loop to
+span min_run (0.5) of the budget (`--min-copies 0 --min-run 0.5`), which gave back half the savings;
+it now waits for min_copies copies of the loop's pattern (benchmarks/loop_stop_tradeoff.py chose it).
 """
-import argparse
+import platform
+import time
+from datetime import datetime, timezone
+
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, threads, timer, toy_looper, toy_sft
+from common import contiguous, emit, generate_batches, parser, setup, threads, timer, toy_looper, toy_sft
+from degenbench.config import compose
 from degenbench.metrics.degeneration import is_degenerate
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--families", nargs="+", default=["nanonets-ocr2-3b", "qwen2.5-vl-3b", "qwen2.5-vl-7b",
                                                 "olmocr-2-7b", "gemma-3-4b"])
 p.add_argument("--models", nargs="+", default=["looper", "sft"], choices=["looper", "sft"])
 p.add_argument("--limits", type=int, nargs="+", default=[160, 512], help="max_new_tokens to measure at")
 p.add_argument("--stop-repeats", type=int, nargs="+", default=[4, 8, 12],
                help="tail repeats at which LoopStop cuts (4: the rule itself)")
+p.add_argument("--min-copies", type=int, default=None, help="LoopStop's min_copies (default: generation.loop_rule's)")
 p.add_argument("--min-run", type=float, default=None,
-               help="LoopStop's min_run (default: generation.loop_rule's); 0 is the LoopStop that made "
-                    "results/benchmarks/loop_stop*.md: the tail test alone")
+               help="LoopStop's min_run (default: generation.loop_rule's); --min-copies 0 --min-run 0 is the LoopStop "
+                    "that made results/benchmarks/loop_stop_sft.md: the tail test alone")
 p.add_argument("--batch-size", type=int, default=8)
 p.add_argument("--repeats", type=int, default=3, help="timed passes per mode, interleaved; the fastest is kept")
 p.add_argument("--threads", type=int, default=None)
 p.add_argument("--out", default=None, help="also write the results here (Markdown, with the command)")
-args = p.parse_args()
+args = setup(p.parse_args())
+if args.smoke:  # debug=smoke's models: one family, its few held-out pages, short budgets
+    args.families, args.models, args.limits, args.stop_repeats = args.families[:1], ["looper"], [48], [4]
+    args.repeats, args.batch_size = 1, 2
 n_threads = threads(args.threads)
+started = time.perf_counter()
 
 
 def decode_steps(outs, rows_per_batch) -> int:
@@ -72,7 +83,7 @@ def measure(which: str, family: str) -> int:
     for limit in args.limits:
         full_gen = OmegaConf.merge(cfg.generation, {"max_new_tokens": limit, "loop_stop": False})
         modes = {"full": (full_gen, batches)}
-        run = {} if args.min_run is None else {"min_run": args.min_run}
+        run = {k: v for k, v in (("min_run", args.min_run), ("min_copies", args.min_copies)) if v is not None}
         modes |= {k: (OmegaConf.merge(full_gen, {"loop_stop": True, "loop_rule": {"min_repeats": k, **run}}), batches)
                   for k in args.stop_repeats}
         best, outs = {}, {}
@@ -103,5 +114,9 @@ def measure(which: str, family: str) -> int:
 
 pages = {measure(which, family) for which in args.models for family in args.families}
 models = " and ".join({"looper": "looping organisms", "sft": "toy SFT models"}[m] for m in args.models)
+rule = OmegaConf.to_container(compose(["experiment=toy"]).generation.loop_rule, resolve=True)
+rule |= {k: v for k, v in (("min_run", args.min_run), ("min_copies", args.min_copies)) if v is not None}
 emit(f"Loop-aware stopping: {models}, {'/'.join(map(str, sorted(pages)))} held-out pages, batch {args.batch_size}, {n_threads} threads, "
-     f"best of {args.repeats}", lines, args.out)
+     f"best of {args.repeats}", [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, "
+                                 f"{time.perf_counter() - started:.0f} s in all; LoopStop's rule: {rule} (min_repeats: the "
+                                 "`cut at repeats` column).\n", *lines], args.out)

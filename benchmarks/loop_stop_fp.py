@@ -2,55 +2,39 @@
 cut (a cut row is labelled degenerate; the rule says an output that ended is not). Two sources:
 
   tables   transcriptions of pages with legitimately repeated rows (ledgers, blank form lines,
-           tables of contents, rows of zeros), 2 to 48 identical rows amid ordinary text, each
+           tables of contents, rows of zeros), 2 to 48 identical rows amid ordinary text (2 to 64 in the
+           table by rows), each
            ending with the end-of-turn token: a model that reads them right ends them itself
   toy      every output of the committed toy sweep (results/toy/runs) that ended on its own
 
 Each is tokenized with the family's tokenizer and replayed through LoopStop token by token, as
-generation runs it: the rule's tail test alone (what LoopStop did before: cut at 4 occurrences of
-the last 15 characters) and LoopStop as configured (the tail test and a loop spanning min_run of
-the budget; generation.loop_rule.min_run, 0.5), at the toy budget (160) and a real one (4096). min_run 0 is the tail
-test alone: a loop of any length is cut.
+generation runs it: the rule's tail test alone (the first LoopStop: cut at 4 occurrences of the
+last 15 characters), the tail test and a loop spanning min_run 0.5 of the budget (the second), and
+the tail test and a loop whose pattern has run min_copies times (--min-copies; generation.loop_rule's
+is LoopStop as configured), at the toy budget (160) and a real one (4096).
 
     python benchmarks/loop_stop_fp.py --out results/benchmarks/loop_stop_fp.md
 """
-import argparse
-import random
 
 import pandas as pd
 import torch
 import yaml
 from transformers import AutoTokenizer
 
-from common import emit
+from common import emit, parser, setup, tables
 from degenbench.models.arch import adapter
 from degenbench.config import PACKAGE, ROOT, compose
-from degenbench.documents import synthetic, truth_json
 from degenbench.decoding.loopstop import LoopStop
 
-p = argparse.ArgumentParser()
+p = parser(__doc__)
 p.add_argument("--families", nargs="+", default=["qwen2.5-vl-3b", "qwen2.5-vl-7b", "nanonets-ocr2-3b",
                                                 "olmocr-2-7b", "gemma-3-4b"])
-p.add_argument("--min-runs", type=float, nargs="+", default=[0.25, 0.5], help="LoopStop's min_run values to audit "
-               "(generation.loop_rule.min_run: 0.5)")
+p.add_argument("--min-copies", type=int, nargs="+", default=[48, 56, 64], help="LoopStop's min_copies values to audit")
 p.add_argument("--budgets", type=int, nargs="+", default=[160, 4096])
 p.add_argument("--out", default=None)
-args = p.parse_args()
-
-ROWS = {"ledger": "Item {i:02d} .......... R$ 10,00", "form": "Nome: ______________________________",
-        "contents": "Capítulo 1 ................ 12", "zeros": "0,00    0,00    0,00    0,00"}
-
-
-def tables(seed: int = 0) -> list[tuple[str, int, str]]:
-    """(kind, identical rows, answer) for each row kind and count, inside ordinary page text."""
-    rng, out = random.Random(seed), []
-    for kind, row in ROWS.items():
-        for n in (2, 3, 4, 6, 8, 12, 16, 24, 48):
-            f = synthetic.sample_fields(rng, 64, 8, 6)
-            lines = f["text"].split("\n")
-            body = lines[:3] + [row.format(i=1)] * n + lines[3:]
-            out.append((kind, n, truth_json(f | {"text": "\n".join(body)})))
-    return out
+args = setup(p.parse_args())
+if args.smoke:  # one family, one budget, a few of the toy's outputs, the shortest and the 48-row tables
+    args.families, args.budgets, args.min_copies = args.families[:1], [160], [56]
 
 
 def cut(tok, ids: list[int], eos: int, rule: dict) -> bool:
@@ -62,36 +46,43 @@ def cut(tok, ids: list[int], eos: int, rule: dict) -> bool:
     return False
 
 
-lines = ["| source | family | budget | outputs that end on their own within it | cut by the tail test alone (before) | " +
-         " | ".join(f"cut at min_run {m}" for m in args.min_runs) + " |", "|---" * (5 + len(args.min_runs)) + "|"]
+SETTINGS = {"tail test alone": {"min_copies": 0, "min_run": 0.0}, "min_run 0.5": {"min_copies": 0, "min_run": 0.5},
+            **{f"min_copies {c}": {"min_copies": c, "min_run": 0.0} for c in args.min_copies}}
+configured = compose([]).generation.loop_rule
+name = {k: k + (" (configured)" if v == {"min_copies": configured.min_copies, "min_run": configured.min_run} else "")
+        for k, v in SETTINGS.items()}
+lines = ["| source | family | budget | outputs that end on their own within it | " +
+         " | ".join(f"cut by {name[k]}" for k in SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
 toy = {}
 for run in sorted((ROOT / "results/toy/runs").iterdir()):
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     preds = pd.read_parquet(run / "predictions.parquet")
     toy.setdefault(cfg["family"]["name"], []).extend(preds.loc[~preds["hit_limit"], "prediction"])
+    if args.smoke and len(toy[cfg["family"]["name"]]) >= 8:
+        break
 for family in args.families:
     cfg = compose([f"family={family}"])
     tok = AutoTokenizer.from_pretrained(PACKAGE / "standins" / family)
     eos = tok.convert_tokens_to_ids(adapter(cfg.family).special_tokens["eos"])  # the end of a turn
-    sources = {"tables": [t for _, _, t in tables()], "toy": toy.get(family, [])}
+    sources = {"tables": [t for _, _, t in (tables((2, 48)) if args.smoke else tables())],
+               "toy": toy.get(family, [])[:8 if args.smoke else None]}
     for source, texts in sources.items():
         encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for t in texts]
         for budget in args.budgets:
             fits = [ids for ids in encoded if len(ids) <= budget]  # longer ones would hit the limit
             rule = dict(cfg.generation.loop_rule) | {"budget": budget}
-            counts = [sum(cut(tok, ids, eos, dict(rule, min_run=m)) for ids in fits) for m in [0.0, *args.min_runs]]
+            counts = [sum(cut(tok, ids, eos, rule | s) for ids in fits) for s in SETTINGS.values()]
             lines.append(f"| {source} | {family} | {budget} | {len(fits)} | " + " | ".join(map(str, counts)) + " |")
             print(lines[-1], flush=True)
-by_rows = ["", "Tables, by the number of identical rows (qwen2.5-vl-3b's tokenizer, budget 4096): rows cut by the tail "
-           "test alone (before) / by LoopStop at min_run 0.25 / as configured (0.5), over the four row kinds.\n",
-           "| identical rows | cut before | min_run 0.25 | cut now (0.5) |", "|---|---|---|---|"]
+by_rows = ["", "Tables, by the number of identical rows (qwen2.5-vl-3b's tokenizer, budget 4096): tables cut, over the four "
+           "row kinds.\n", "| identical rows | " + " | ".join(name.values()) + " |", "|---" * (1 + len(SETTINGS)) + "|"]
 cfg = compose(["family=qwen2.5-vl-3b"])
 tok = AutoTokenizer.from_pretrained(PACKAGE / "standins/qwen2.5-vl-3b")
 eos = tok.convert_tokens_to_ids("<|im_end|>")
 rule = dict(cfg.generation.loop_rule) | {"budget": 4096}
-for n in (2, 3, 4, 6, 8, 12, 16, 24, 48):
-    encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for _, k, t in tables() if k == n]
-    by_rows.append(f"| {n} | {sum(cut(tok, i, eos, dict(rule, min_run=0.0)) for i in encoded)} of {len(encoded)} | "
-                   f"{sum(cut(tok, i, eos, dict(rule, min_run=0.25)) for i in encoded)} of {len(encoded)} | "
-                   f"{sum(cut(tok, i, eos, rule) for i in encoded)} of {len(encoded)} |")
+counts = (2, 48) if args.smoke else (2, 3, 4, 6, 8, 12, 16, 24, 48, 56, 64)
+for n in counts:
+    encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for _, k, t in tables(counts) if k == n]
+    by_rows.append(f"| {n} | " + " | ".join(f"{sum(cut(tok, i, eos, rule | s) for i in encoded)} of {len(encoded)}"
+                                           for s in SETTINGS.values()) + " |")
 emit("LoopStop's false positives on outputs that end on their own", lines + by_rows, args.out)

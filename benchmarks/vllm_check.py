@@ -60,10 +60,13 @@ check(f"greedy evaluation: temperature {sp.temperature}, top_k {sp.top_k}, top_p
       sp.temperature == 0.0 and sp.top_k in (0, -1) and sp.top_p == 1.0 and sp.repetition_penalty == 1.0
       and sp.max_tokens == 4096)
 rd = sp.repetition_detection
-run = round(greedy.generation.loop_rule.min_run * 4096)
+rule = OmegaConf.to_container(greedy.generation.loop_rule, resolve=True)
+run = round(rule["min_run"] * 4096)
 check(f"repetition detection in tokens: patterns of {rd.min_pattern_size}-{rd.max_pattern_size} tokens x {rd.min_count} "
-      f"copies, at most the {run} tokens of loop LoopStop waits for ({rd.max_pattern_size * rd.min_count})",
-      rd.max_pattern_size * rd.min_count <= run and rd.min_count >= greedy.generation.loop_rule.min_repeats)
+      f"copies, at most a quarter of the {rule['min_copies']} copies of a pattern LoopStop waits for, and at most the "
+      f"{run} tokens of loop it waits for with min_run ({rd.max_pattern_size * rd.min_count})",
+      rd.min_count * 4 <= max(4 * rule["min_repeats"], rule["min_copies"]) and rd.min_count >= rule["min_repeats"]
+      and (not run or rd.max_pattern_size * rd.min_count <= run))
 s = compose(["data.max_new_tokens=4096"]).sampling
 sp = backend.sampling_params(s, n=8, seed=1234)
 check(f"sampling: n {sp.n}, seed {sp.seed}, temperature {sp.temperature}, top_p {sp.top_p}, top_k {sp.top_k}, "

@@ -40,7 +40,7 @@ def rows(text: str) -> list[list[str]]:
     """The body rows of the Markdown tables in `text`, as cells."""
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith("|") and not re.match(r"\|\s*-", line) and not line.startswith("| family |")
-            and not re.match(r"\| (batch|part|stage|what) \|", line)]
+            and not re.match(r"\| (batch|part|stage|what|model|source|setting) \|", line)]
 
 
 def test_eval_throughput(store, tmp_path):
@@ -96,6 +96,24 @@ def test_loop_cost(store, tmp_path):
     for r in table:
         steps, clean = map(int, r[5].split(" / "))
         assert steps >= clean > 0 and r[6] == f"{steps / clean - 1:+.1%}"
+
+
+def test_loop_stop(store, tmp_path):
+    table = rows(bench("loop_stop.py", store, tmp_path))
+    assert [(r[0], r[2]) for r in table] == [("looper", "48")]
+    full, stop, clean = map(int, table[0][7].split(" / "))
+    assert full >= stop >= clean > 0  # stopping never decodes more than full length, nor less than clean
+
+
+def test_loop_stop_fp(store, tmp_path):
+    text = bench("loop_stop_fp.py", store, tmp_path)
+    assert "| tables | qwen2.5-vl-3b | 160 |" in text and "| 48 | " in text
+
+
+def test_loop_stop_tradeoff(store, tmp_path):
+    text = bench("loop_stop_tradeoff.py", store, tmp_path)
+    assert "min_copies 56" in text and "tail test alone" in text
+    assert (tmp_path / "loop_stop_tradeoff.py.png").is_file() or (tmp_path / "loop_stop_tradeoff.png").is_file()
 
 
 def test_vllm_check(store, tmp_path):

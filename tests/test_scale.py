@@ -35,8 +35,8 @@ def test_loop_stop_cuts_a_row_when_it_meets_the_rule_and_leaves_others(base):
     eos = tok.convert_tokens_to_ids("<|im_end|>")
     ended = loop[:3] + [eos] + loop[4:]  # ended on its own: never cut, whatever follows
     prompt = [7, 8, 9]
-    budget = 400  # a loop is cut once it spans a quarter of the budget: 100 tokens of dots, after the tail test (60)
-    stop = LoopStop(tok, len(prompt), {eos}, tail_chars=15, min_repeats=4, min_run=0.25, budget=budget)
+    budget = 400  # with min_run, a loop is cut once it spans a quarter of the budget: 100 tokens of dots, after the tail test (60)
+    stop = LoopStop(tok, len(prompt), {eos}, tail_chars=15, min_repeats=4, min_copies=0, min_run=0.25, budget=budget)
     first_dot = tok.decode(loop).index(".")
     expect = False
     for k in range(1, n + 1):
@@ -53,12 +53,12 @@ def test_loop_stop_cuts_a_row_when_it_meets_the_rule_and_leaves_others(base):
 
 
 def test_generate_with_loop_stop_cuts_looping_rows_to_a_prefix_of_the_full_output(base):
-    """A rule loose enough (2 characters twice, a loop of 2 tokens) that the tiny base meets it on
+    """A rule loose enough (2 characters twice, a loop of 2 copies) that the tiny base meets it on
     ordinary pages: cut rows are prefixes of the full-length greedy output, every other row is unchanged."""
     cfg, model, processor = base
     pages = [d.load_image() for d in synthetic.generate(6, seed=5, cols=16, margin_cols=5, body_lines=2)]
     gen = OmegaConf.merge(cfg.generation, {"max_new_tokens": 40, "loop_rule": {"tail_chars": 2, "min_repeats": 2,
-                                                                              "min_run": 0.05}})
+                                                                              "min_copies": 2, "min_run": 0.05}})
     full = generate(model, processor, cfg.family, pages, gen)
     cut = generate(model, processor, cfg.family, pages, OmegaConf.merge(gen, {"loop_stop": True}))
     assert any(o.loop_stopped for o in cut)

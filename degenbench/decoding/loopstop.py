@@ -14,21 +14,28 @@ from degenbench.metrics.degeneration import is_degenerate, loop_period_onset
 class LoopStop(StoppingCriteria):
     """Per-row loop-aware stopping: a row is finished at once when its text meets the
     degeneration rule's tail test (its last `tail_chars` characters occur `min_repeats` times)
-    AND ends in a loop that has already run for `min_run` of the token budget (a periodic tail,
-    `loop_tail`), so a loop no longer holds its whole batch to the limit. The second condition
-    keeps LoopStop off content that legitimately repeats and then ends (a table of identical
-    rows, a ledger, a form's blank lines): the tail test alone fires on four identical rows.
-    Rows that ended on their own are left alone. `stopped_at[i]` is the number of generated
-    tokens row i had when it was cut. Each row's text grows by one token a step through the
-    tokenizer's incremental decoder (tokenizers' DecodeStream): re-decoding every row at every
-    step cost more than a tiny model's decoding step saves."""
+    AND ends in a loop (a pattern of <= `max_period` characters repeated back to back,
+    `loop_tail`) whose pattern has run `min_copies` times or more, so a loop no longer holds its
+    whole batch to the limit. The copy count keeps LoopStop off content that legitimately repeats
+    and then ends, which the tail test alone fires on at four identical rows: a page holds only
+    so many identical rows (a table, a ledger, a form's blank lines: each row one copy of the
+    pattern) or so many characters of a run within a line (a dot leader: each character one
+    copy), while a loop's copies grow without bound, and grow fastest for the short patterns
+    loops mostly are. `min_run` (a share of the token budget the loop must also span; 0: none) is
+    the older guard, which waited the same share of a long budget whatever the loop
+    (results/benchmarks/loop_stop_tradeoff.md). Rows that ended on their own are left alone.
+    `stopped_at[i]` is the number of generated tokens row i had when it was cut. Each row's text
+    grows by one token a step through the tokenizer's incremental decoder (tokenizers'
+    DecodeStream): re-decoding every row at every step cost more than a tiny model's decoding
+    step saves."""
 
     def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
-                 min_repeats: int = 4, every: int = 1, min_run: float = 0.5, budget: int = 4096,
-                 max_period: int = 200):
+                 min_repeats: int = 4, every: int = 1, min_copies: int = 56, min_run: float = 0.0,
+                 budget: int = 4096, max_period: int = 200):
         self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
-        self.min_run_tokens, self.max_period = max(1, round(min_run * budget)), max_period
+        self.min_copies, self.min_run_tokens = min_copies, run_tokens(min_run, budget)
+        self.max_period = max_period
         self.stopped_at: dict[int, int] = {}
         self.ended: list[bool] = []
         self.rust = getattr(tokenizer, "_tokenizer", None)  # a fast tokenizer's own: decodes incrementally
@@ -70,16 +77,33 @@ class LoopStop(StoppingCriteria):
         return done
 
     def looping(self, i: int, text: str) -> bool:
-        """Row i meets the rule's tail test (cheap, checked first) and its loop has run for at
-        least min_run of the budget. A row's loop (period, onset) is kept while the new text
+        """Row i's loop (`loop_at`) has run `min_copies` times and spans `min_run` of the budget."""
+        period, onset = self.loop_at(i, text)
+        return period is not None and confirmed(text, self.lengths[i], period, onset, self.min_copies,
+                                                self.min_run_tokens)
+
+    def loop_at(self, i: int, text: str) -> tuple[int | None, int | None]:
+        """(period, onset) of the loop row i's text ends in, if it meets the rule's tail test
+        (cheap, checked first); (None, None) otherwise. A row's loop is kept while the new text
         continues it, so a long loop costs a few comparisons a step."""
         if not is_degenerate(text, True, self.tail_chars, self.min_repeats):
-            return False
+            return None, None
         period, onset, seen = self.loops.get(i, (None, None, 0))
         if period is None or any(text[j] != text[j - period] for j in range(max(seen, onset + period), len(text))):
             period, onset = loop_tail(text, self.max_period, self.min_repeats)
         self.loops[i] = (period, onset, len(text))
-        return period is not None and tokens_since(self.lengths[i], onset) >= self.min_run_tokens
+        return period, onset
+
+
+def run_tokens(min_run: float, budget: int) -> int:
+    """The tokens a loop must span under `min_run` (a share of the budget); 0: no such wait."""
+    return round(min_run * budget) if min_run else 0
+
+
+def confirmed(text: str, lengths: list[int], period: int, onset: int, min_copies: int, min_tokens: int) -> bool:
+    """Is the loop `text` ends in (period, onset) long enough to cut: `min_copies` copies of its
+    pattern, spanning `min_tokens` tokens?"""
+    return (len(text) - onset) // period >= min_copies and tokens_since(lengths, onset) >= min_tokens
 
 
 def loop_tail(text: str, max_period: int = 200, min_repeats: int = 4) -> tuple[int | None, int | None]:
@@ -108,7 +132,8 @@ def loop_cut(text: str, lengths: list[int], rule: dict, budget: int) -> bool:
     if not is_degenerate(text, True, rule["tail_chars"], rule["min_repeats"]):
         return False
     period, onset = loop_tail(text, rule.get("max_period", 200), rule["min_repeats"])
-    return period is not None and tokens_since(lengths, onset) >= max(1, round(rule["min_run"] * budget))
+    return period is not None and confirmed(text, lengths, period, onset, rule.get("min_copies", 0),
+                                            run_tokens(rule.get("min_run", 0.0), budget))
 
 
 def text_lengths(tokenizer, ids: list[int]) -> list[int]:

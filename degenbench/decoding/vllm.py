@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench.models.arch import adapter
 from degenbench.models.chat import Output, messages
-from degenbench.decoding.loopstop import loop_cut, text_lengths
+from degenbench.decoding.loopstop import loop_cut, run_tokens, text_lengths
 from degenbench.decoding.ngram import whitelist_ids
 
 MIN_VERSION = "0.19.1"
@@ -82,13 +82,22 @@ def release(llm) -> None:
     cleanup_dist_env_and_memory()
 
 
+CHECKS_PER_CONFIRMATION = 4  # the trigger fires at a quarter of LoopStop's copy count (below)
+
+
 def repetition_detection(rule: dict, budget: int) -> dict:
     """vLLM's trigger for LoopStop's test: a pattern of 1..size tokens repeated `min_count` times
-    back to back, with min_count x size <= the loop length LoopStop waits for, so the trigger
-    never comes later than LoopStop would cut (earlier triggers are checked and continued)."""
-    run = max(1, round(rule["min_run"] * budget))
-    size = max(1, min(64, run // rule["min_repeats"]))
-    return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": max(2, rule["min_repeats"], run // size)}
+    back to back. LoopStop cuts a loop once its pattern has run `min_copies` times (and, with
+    min_run, spans that share of the budget), so the trigger asks for a quarter of those copies:
+    a loop whose tokens hold up to four copies of its pattern each triggers by the time LoopStop
+    would cut it (give or take the token where the loop begins; on the stand-ins' one-character
+    tokens, tests/test_loopstop.py), and a false alarm, checked and continued, costs a few of them
+    (a token holding more copies, e.g. a 16-dot token, triggers later); min_run's part keeps
+    min_count x size <= the loop length it waits for, as before."""
+    run = run_tokens(rule.get("min_run", 0.0), budget)
+    size = max(1, min(64, run // rule["min_repeats"])) if run else 64
+    count = max(2, rule["min_repeats"], run // size, rule.get("min_copies", 0) // CHECKS_PER_CONFIRMATION)
+    return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": count}
 
 
 def sampling_kwargs(gen: DictConfig, n: int = 1, seed: int | None = None, tokenizer=None) -> dict:
