@@ -114,6 +114,7 @@ def test_a_users_judge_from_its_own_yaml_decides_the_dpo_pairs(user, tmp_path):
     assert pairs_key("judge._target_=my_degen_ext.ShortestJudge") != pairs_key()
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_a_users_document_source_is_a_jobs_data_and_an_evaluation_set(user, tmp_path):
     folder, more = pages(tmp_path / "pages", 6), pages(tmp_path / "more", 3, first=100)
     tiny = [o for o in TINY if not o.startswith("data.")]  # the synthetic data's settings: not this source's
@@ -164,6 +165,7 @@ def one_error(*args, flags=()):
     return lines[0]
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_a_bad_target_is_one_line_naming_the_key_before_any_job(user, tmp_path):
     root = f"paths.results_dir={tmp_path / 'out'}"
     line = one_error(root, "stage=dpo", "judge._target_=no_such_pkg.Judge")

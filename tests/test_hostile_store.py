@@ -68,6 +68,7 @@ def test_a_damaged_artifact_is_refused_naming_its_file_and_the_fix(copied_chain,
     assert not list((copied_chain / "runs").glob("*-heldout@2x-*"))  # nothing evaluated
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_two_identical_evaluations_at_once_generate_once(tmp_path):
     """Two processes start the same evaluation: one generates, the other waits for it and finds the
     run done (the landed code generated every page twice)."""

@@ -74,6 +74,7 @@ def test_settings_that_do_not_change_a_result_leave_every_key(override):
     assert keys(override) == BASE
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_a_second_home_rebuilds_nothing(chain):
     """Another user's $HOME (another cache folder) on the same results: every artifact and run is
     reused, nothing is built or evaluated."""

@@ -3,11 +3,13 @@ import json
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_analysis_notebook_executes_on_the_toy_results(monkeypatch):
     monkeypatch.delenv("DEGENBENCH_RUNS", raising=False)
     nb = nbformat.read(ROOT / "notebooks/analysis.ipynb", as_version=4)

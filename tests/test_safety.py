@@ -60,6 +60,7 @@ def is_pickle(path: Path) -> bool:
     return False
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_secrets_never_reach_any_file_and_only_safetensors_hold_weights(tmp_path):
     secrets = {"WANDB_API_KEY": "wandbsecret0123456789abcdef0123456789ab", "HF_TOKEN": "hf_secretTokenNotForFiles42"}
     env = {**os.environ, **secrets}

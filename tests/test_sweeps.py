@@ -14,6 +14,7 @@ from degenbench.config import CONF_DIR, compose
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_the_toy_grid_runs_only_the_jobs_that_can_differ():
     jobs = grid("experiment=toy")
     kept, dropped = sweep.distinct(jobs, compose)

@@ -26,6 +26,7 @@ def job(results: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 # no-network waits out W&B's connection attempts (about 45 s): run with the slow tests (.ci/run runs both)
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 @pytest.mark.parametrize("fault", ["no-key", pytest.param("no-network", marks=pytest.mark.slow)])
 def test_online_run_that_cannot_start_goes_offline_once_and_syncs_later(tmp_path, fault):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
