@@ -168,3 +168,19 @@ def tables(counts=(2, 3, 4, 6, 8, 12, 16, 24, 48), seed: int = 0) -> list[tuple[
             body = lines[:3] + [row.format(i=1)] * n + lines[3:]
             out.append((kind, n, truth_json(f | {"text": "\n".join(body)})))
     return out
+
+
+def toy_outputs(limit: int | None = None) -> dict[str, list[str]]:
+    """family -> the committed toy sweep's outputs that ended on their own (results/toy/runs), the
+    first `limit` of each (--smoke: a few)."""
+    import pandas as pd
+    import yaml
+
+    toy: dict[str, list[str]] = {}
+    for run in sorted((ROOT / "results/toy/runs").iterdir()):
+        family = yaml.safe_load((run / "config.yaml").read_text())["family"]["name"]
+        if limit is not None and len(toy.get(family, [])) >= limit:
+            continue
+        preds = pd.read_parquet(run / "predictions.parquet", columns=["prediction", "hit_limit"])
+        toy.setdefault(family, []).extend(preds.loc[~preds["hit_limit"], "prediction"])
+    return {k: v[:limit] for k, v in toy.items()}

@@ -16,14 +16,12 @@ is LoopStop as configured), at the toy budget (160) and a real one (4096).
     python benchmarks/loop_stop_fp.py --out results/benchmarks/loop_stop_fp.md
 """
 
-import pandas as pd
 import torch
-import yaml
 from transformers import AutoTokenizer
 
-from common import emit, parser, setup, tables
+from common import emit, parser, setup, tables, toy_outputs
 from degenbench.models.arch import adapter
-from degenbench.config import PACKAGE, ROOT, compose
+from degenbench.config import PACKAGE, compose
 from degenbench.decoding.loopstop import LoopStop
 
 p = parser(__doc__)
@@ -53,19 +51,13 @@ name = {k: k + (" (configured)" if v == {"min_copies": configured.min_copies, "m
         for k, v in SETTINGS.items()}
 lines = ["| source | family | budget | outputs that end on their own within it | " +
          " | ".join(f"cut by {name[k]}" for k in SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
-toy = {}
-for run in sorted((ROOT / "results/toy/runs").iterdir()):
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    preds = pd.read_parquet(run / "predictions.parquet")
-    toy.setdefault(cfg["family"]["name"], []).extend(preds.loc[~preds["hit_limit"], "prediction"])
-    if args.smoke and len(toy[cfg["family"]["name"]]) >= 8:
-        break
+toy = toy_outputs(8 if args.smoke else None)
 for family in args.families:
     cfg = compose([f"family={family}"])
     tok = AutoTokenizer.from_pretrained(PACKAGE / "standins" / family)
     eos = tok.convert_tokens_to_ids(adapter(cfg.family).special_tokens["eos"])  # the end of a turn
     sources = {"tables": [t for _, _, t in (tables((2, 48)) if args.smoke else tables())],
-               "toy": toy.get(family, [])[:8 if args.smoke else None]}
+               "toy": toy.get(family, [])}
     for source, texts in sources.items():
         encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for t in texts]
         for budget in args.budgets:

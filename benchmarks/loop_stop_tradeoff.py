@@ -31,11 +31,9 @@ import platform
 
 import numpy as np
 import pandas as pd
-import yaml
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, parser, setup, tables, threads, toy_looper
-from degenbench.config import ROOT
+from common import contiguous, emit, generate_batches, parser, setup, tables, threads, toy_looper, toy_outputs
 from degenbench.decoding.loopstop import LoopStop, confirmed, run_tokens, text_lengths
 from degenbench.documents import synthetic, truth_json
 from degenbench.metrics.degeneration import is_degenerate
@@ -124,15 +122,6 @@ def repeated_bodies(seed: int = 0) -> list[str]:
     return out
 
 
-def toy_outputs() -> dict[str, list[str]]:
-    toy = {}
-    for run in sorted((ROOT / "results/toy/runs").iterdir()):
-        cfg = yaml.safe_load((run / "config.yaml").read_text())
-        preds = pd.read_parquet(run / "predictions.parquet")
-        toy.setdefault(cfg["family"]["name"], []).extend(preds.loc[~preds["hit_limit"], "prediction"])
-    return toy
-
-
 # the looping organisms' validation outputs, generated once at the largest budget
 loops, longest, gen_seconds = {}, 0, 0.0
 for family in args.families:
@@ -147,7 +136,7 @@ for family in args.families:
 budgets = args.budgets or [4 * longest, 512, 640, 768, 1024, 4096]
 top = args.gen_budget
 replays, ended_replays = {}, {}
-toy = {k: v[:8] for k, v in toy_outputs().items()} if args.smoke else toy_outputs()
+toy = toy_outputs(8 if args.smoke else None)
 bodies, table_rows = repeated_bodies()[:4 if args.smoke else None], tables(args.rows)
 for family, (cfg, tok, docs, model, processor) in loops.items():
     t = time.perf_counter()

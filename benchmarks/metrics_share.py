@@ -48,13 +48,13 @@ class TimedLoopStop(generation.LoopStop):
             TimedLoopStop.seconds += time.perf_counter() - start
 
 
-generation.LoopStop = TimedLoopStop  # generate() builds its criterion from the module's name
+original, generation.LoopStop = generation.LoopStop, TimedLoopStop  # generate() builds its criterion from the module's name
 never = OmegaConf.merge(cfg.generation, {"loop_stop": True, "loop_rule": {"min_repeats": 10**6}})
 try:
     with timer(t, "generate_stop"):
         generate_batches(cfg, model, processor, images, contiguous(len(images), bs), never)
 finally:  # the tests run this script in their own process: leave generate() as it was
-    generation.LoopStop = TimedLoopStop.__mro__[1]
+    generation.LoopStop = original
 emit(f"Metric and detector time: {args.family} (toy SFT model), {len(held)} held-out pages, {n_threads} threads", [
     "| part | seconds | share of evaluation | per page |", "|---|---|---|---|",
     f"| generation | {t['generate']:.2f} | {t['generate'] / total:.2%} | {1e3 * t['generate'] / len(held):.1f} ms |",

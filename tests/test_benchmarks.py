@@ -37,10 +37,13 @@ def bench(script: str, store, tmp_path, *args: str) -> str:
 
 
 def rows(text: str) -> list[list[str]]:
-    """The body rows of the Markdown tables in `text`, as cells."""
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("|") and not re.match(r"\|\s*-", line) and not line.startswith("| family |")
-            and not re.match(r"\| (batch|part|stage|what|model|source|setting) \|", line)]
+    """The body rows of the Markdown tables in `text`, as cells (a table's header is the line above
+    its |---| separator)."""
+    lines = text.splitlines()
+    sep = [i for i, line in enumerate(lines) if re.match(r"\|\s*:?-", line)]
+    skip = set(sep) | {i - 1 for i in sep}
+    return [[c.strip() for c in line.strip("|").split("|")] for i, line in enumerate(lines)
+            if line.startswith("|") and i not in skip]
 
 
 def test_eval_throughput(store, tmp_path):

@@ -71,7 +71,7 @@ def _as_batched(run_dir) -> bool:
     """Whether a run's `batch` column gives its pages' batches as generated: an HF run (a vLLM
     run's batches are not static), not one at k x the budget that took the pages which ended before
     the 1x limit from the 1x run and generated only the others (two sets of batches in one table)."""
-    f = Path(run_dir) / "metrics.json" if isinstance(run_dir, str) else None
+    f = Path(run_dir) / "metrics.json" if isinstance(run_dir, (str, Path)) else None  # NaN: a W&B-only run
     if f is None or not f.is_file():
         return False
     m = json.loads(f.read_text())
