@@ -151,6 +151,7 @@ def toy_looper(family: str, run: int = 1200, steps: int = 60, lr: float = 3e-4, 
     return cfg, model, processor, held
 
 
+TABLE_COLS = 64  # the tables' pages: A4-like rows of 64 characters
 TABLE_ROWS = {"ledger": "Item {i:02d} .......... R$ 10,00", "form": "Nome: ______________________________",
               "contents": "Capítulo 1 ................ 12", "zeros": "0,00    0,00    0,00    0,00"}
 
@@ -163,7 +164,7 @@ def tables(counts=(2, 3, 4, 6, 8, 12, 16, 24, 48), seed: int = 0) -> list[tuple[
     rng, out = random.Random(seed), []
     for kind, row in TABLE_ROWS.items():
         for n in counts:
-            f = synthetic.sample_fields(rng, 64, 8, 6)
+            f = synthetic.sample_fields(rng, TABLE_COLS, 8, 6)
             lines = f["text"].split("\n")
             body = lines[:3] + [row.format(i=1)] * n + lines[3:]
             out.append((kind, n, truth_json(f | {"text": "\n".join(body)})))

@@ -8,7 +8,8 @@ each generating three ways in one run:
   full   every row runs until it ends or hits the token limit (evaluation's default)
   stop   LoopStop cuts a row once it is caught in a loop (it counts as degenerate): its tail has
          repeated the rule's 4 times (or a stricter --stop-repeats) and its loop's pattern has run
-         generation.loop_rule.min_copies times (--min-copies)
+         generation.loop_rule.min_copies times (--min-copies), or sooner, once an in-line run of one
+         pattern is longer than max_lines of the page's lines (--max-lines; 0: that rule off)
   clean  the same batches without the rows `full` labels degenerate: what the pages cost without loops
 The degeneration overhead is full - clean; stopping removes (full - stop) / (full - clean) of it,
 measured in wall-clock seconds (the fastest of --repeats interleaved passes) and in decoding steps
@@ -19,9 +20,10 @@ A family whose model never loops at a budget has no overhead to remove there (n/
     python benchmarks/loop_stop.py --models looper --limits 512 1024 --stop-repeats 4 --repeats 1 --threads 1 --out results/benchmarks/loop_stop.md
 
 results/benchmarks/loop_stop_sft.md was measured with the LoopStop of that time, which cut at the
-tail test alone: `--min-copies 0 --min-run 0` runs it again. LoopStop then waited for the loop to
-span min_run (0.5) of the budget (`--min-copies 0 --min-run 0.5`), which gave back half the savings;
-it now waits for min_copies copies of the loop's pattern (benchmarks/loop_stop_tradeoff.py chose it).
+tail test alone: `--min-copies 0 --min-run 0 --max-lines 0` runs it again. LoopStop then waited for the loop to
+span min_run (0.5) of the budget (`--min-copies 0 --min-run 0.5 --max-lines 0`), which gave back half the savings;
+it then waited for min_copies copies of the loop's pattern (`--max-lines 0`), and now also cuts an
+in-line run that outgrew the page's line (benchmarks/loop_stop_tradeoff.py chose both).
 """
 import platform
 import time
@@ -42,8 +44,10 @@ p.add_argument("--stop-repeats", type=int, nargs="+", default=[4, 8, 12],
                help="tail repeats at which LoopStop cuts (4: the rule itself)")
 p.add_argument("--min-copies", type=int, default=None, help="LoopStop's min_copies (default: generation.loop_rule's)")
 p.add_argument("--min-run", type=float, default=None,
-               help="LoopStop's min_run (default: generation.loop_rule's); --min-copies 0 --min-run 0 is the LoopStop "
+               help="LoopStop's min_run (default: generation.loop_rule's); --min-copies 0 --min-run 0 --max-lines 0 is the LoopStop "
                     "that made results/benchmarks/loop_stop_sft.md: the tail test alone")
+p.add_argument("--max-lines", type=float, default=None,
+               help="LoopStop's max_lines (default: generation.loop_rule's); 0: the line rule off")
 p.add_argument("--batch-size", type=int, default=8)
 p.add_argument("--repeats", type=int, default=3, help="timed passes per mode, interleaved; the fastest is kept")
 p.add_argument("--threads", type=int, default=None)
@@ -53,6 +57,9 @@ if args.smoke:  # debug=smoke's models: one family, its few held-out pages, shor
     args.families, args.models, args.limits, args.stop_repeats = args.families[:1], ["looper"], [48], [4]
     args.repeats, args.batch_size = 1, 2
 n_threads = threads(args.threads)
+OVERRIDES = {k: v for k, v in (("min_run", args.min_run), ("min_copies", args.min_copies)) if v is not None}
+if args.max_lines is not None:
+    OVERRIDES["max_lines"] = args.max_lines or None
 started = time.perf_counter()
 
 
@@ -83,8 +90,7 @@ def measure(which: str, family: str) -> int:
     for limit in args.limits:
         full_gen = OmegaConf.merge(cfg.generation, {"max_new_tokens": limit, "loop_stop": False})
         modes = {"full": (full_gen, batches)}
-        run = {k: v for k, v in (("min_run", args.min_run), ("min_copies", args.min_copies)) if v is not None}
-        modes |= {k: (OmegaConf.merge(full_gen, {"loop_stop": True, "loop_rule": {"min_repeats": k, **run}}), batches)
+        modes |= {k: (OmegaConf.merge(full_gen, {"loop_stop": True, "loop_rule": {"min_repeats": k, **OVERRIDES}}), batches)
                   for k in args.stop_repeats}
         best, outs = {}, {}
         for _ in range(args.repeats):  # the modes interleaved, so drift and warm-up hit them alike
@@ -115,7 +121,7 @@ def measure(which: str, family: str) -> int:
 pages = {measure(which, family) for which in args.models for family in args.families}
 models = " and ".join({"looper": "looping organisms", "sft": "toy SFT models"}[m] for m in args.models)
 rule = OmegaConf.to_container(compose(["experiment=toy"]).generation.loop_rule, resolve=True)
-rule |= {k: v for k, v in (("min_run", args.min_run), ("min_copies", args.min_copies)) if v is not None}
+rule |= OVERRIDES
 emit(f"Loop-aware stopping: {models}, {'/'.join(map(str, sorted(pages)))} held-out pages, batch {args.batch_size}, {n_threads} threads, "
      f"best of {args.repeats}", [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()}, "
                                  f"{time.perf_counter() - started:.0f} s in all; LoopStop's rule: {rule} (min_repeats: the "

@@ -10,8 +10,10 @@ cut (a cut row is labelled degenerate; the rule says an output that ended is not
 Each is tokenized with the family's tokenizer and replayed through LoopStop token by token, as
 generation runs it: the rule's tail test alone (the first LoopStop: cut at 4 occurrences of the
 last 15 characters), the tail test and a loop spanning min_run 0.5 of the budget (the second), and
-the tail test and a loop whose pattern has run min_copies times (--min-copies; generation.loop_rule's
-is LoopStop as configured), at the toy budget (160) and a real one (4096).
+the tail test and a loop whose pattern has run min_copies times (--min-copies), and LoopStop as
+configured (generation.loop_rule: min_copies and the line rule, which cuts an in-line run longer than
+max_lines of the page's lines: 64 characters for the tables' pages, 16 for the toy's), at the toy
+budget (160) and a real one (4096).
 
     python benchmarks/loop_stop_fp.py --out results/benchmarks/loop_stop_fp.md
 """
@@ -19,7 +21,7 @@ is LoopStop as configured), at the toy budget (160) and a real one (4096).
 import torch
 from transformers import AutoTokenizer
 
-from common import emit, parser, setup, tables, toy_outputs
+from common import TABLE_COLS, emit, parser, setup, tables, toy_outputs
 from degenbench.models.arch import adapter
 from degenbench.config import PACKAGE, compose
 from degenbench.decoding.loopstop import LoopStop
@@ -44,11 +46,13 @@ def cut(tok, ids: list[int], eos: int, rule: dict) -> bool:
     return False
 
 
+configured = compose([]).generation.loop_rule
 SETTINGS = {"tail test alone": {"min_copies": 0, "min_run": 0.0}, "min_run 0.5": {"min_copies": 0, "min_run": 0.5},
             **{f"min_copies {c}": {"min_copies": c, "min_run": 0.0} for c in args.min_copies}}
-configured = compose([]).generation.loop_rule
-name = {k: k + (" (configured)" if v == {"min_copies": configured.min_copies, "min_run": configured.min_run} else "")
-        for k, v in SETTINGS.items()}
+SETTINGS = {k: v | {"max_lines": None} for k, v in SETTINGS.items()}  # the line rule off: each rule alone
+SETTINGS[f"min_copies {configured.min_copies} + line x{configured.max_lines:g}"] = {
+    "min_copies": configured.min_copies, "min_run": configured.min_run, "max_lines": configured.max_lines}
+name = {k: k + (" (configured)" if "line" in k else "") for k in SETTINGS}
 lines = ["| source | family | budget | outputs that end on their own within it | " +
          " | ".join(f"cut by {name[k]}" for k in SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
 toy = toy_outputs(8 if args.smoke else None)
@@ -62,7 +66,8 @@ for family in args.families:
         encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for t in texts]
         for budget in args.budgets:
             fits = [ids for ids in encoded if len(ids) <= budget]  # longer ones would hit the limit
-            rule = dict(cfg.generation.loop_rule) | {"budget": budget}
+            rule = dict(cfg.generation.loop_rule) | {"budget": budget,
+                                                     "line_chars": TABLE_COLS if source == "tables" else cfg.data.cols}
             counts = [sum(cut(tok, ids, eos, rule | s) for ids in fits) for s in SETTINGS.values()]
             lines.append(f"| {source} | {family} | {budget} | {len(fits)} | " + " | ".join(map(str, counts)) + " |")
             print(lines[-1], flush=True)
@@ -71,7 +76,7 @@ by_rows = ["", "Tables, by the number of identical rows (qwen2.5-vl-3b's tokeniz
 cfg = compose(["family=qwen2.5-vl-3b"])
 tok = AutoTokenizer.from_pretrained(PACKAGE / "standins/qwen2.5-vl-3b")
 eos = tok.convert_tokens_to_ids("<|im_end|>")
-rule = dict(cfg.generation.loop_rule) | {"budget": 4096}
+rule = dict(cfg.generation.loop_rule) | {"budget": 4096, "line_chars": TABLE_COLS}
 counts = (2, 48) if args.smoke else (2, 3, 4, 6, 8, 12, 16, 24, 48, 56, 64)
 for n in counts:
     encoded = [tok(t, add_special_tokens=False).input_ids + [eos] for _, k, t in tables(counts) if k == n]

@@ -19,8 +19,11 @@ setting's decision is replayed on it token by token, as LoopStop takes it during
            (results/toy/runs). A cut of one is a false cut.
 
 Settings: LoopStop's min_copies (the loop's pattern repeated that many times), the older min_run
-(the loop spans that share of the budget; min_copies 0), and vLLM's repetition rule used as the
-cut itself (the last tokens one pattern of 1-64 tokens repeated n times back to back).
+(the loop spans that share of the budget; min_copies 0), the line rule on top of min_copies 56
+(an in-line run of one pattern longer than max_lines x what a line of its page holds: 16
+characters on the toy's pages, their own width for the tables and repeated bodies), and vLLM's
+repetition rule used as the cut itself (the last tokens one pattern of 1-64 tokens repeated n
+times back to back).
 
     python benchmarks/loop_stop_tradeoff.py --threads 1 --out results/benchmarks/loop_stop_tradeoff.md
 """
@@ -33,8 +36,8 @@ import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
 
-from common import contiguous, emit, generate_batches, parser, setup, tables, threads, toy_looper, toy_outputs
-from degenbench.decoding.loopstop import LoopStop, confirmed, run_tokens, text_lengths
+from common import TABLE_COLS, contiguous, emit, generate_batches, parser, setup, tables, threads, toy_looper, toy_outputs
+from degenbench.decoding.loopstop import LoopStop, confirmed, inline_limit, inline_run, run_tokens, text_lengths
 from degenbench.documents import synthetic, truth_json
 from degenbench.metrics.degeneration import is_degenerate
 from degenbench.models.arch import adapter
@@ -49,6 +52,8 @@ p.add_argument("--gen-budget", type=int, default=1024, help="the budget the loop
 p.add_argument("--fresh-pages", type=int, default=96, help="unused stream pages added to the validation pages")
 p.add_argument("--min-copies", type=int, nargs="+", default=[0, 16, 32, 48, 56, 64, 80, 96, 128])
 p.add_argument("--min-runs", type=float, nargs="+", default=[0.25, 0.5], help="the older rule's settings")
+p.add_argument("--max-lines", type=float, nargs="+", default=[1, 1.5, 2, 3, 4],
+               help="the line rule's settings, each with min_copies 56")
 p.add_argument("--vllm-counts", type=int, nargs="+", default=[16, 32, 64])
 p.add_argument("--rows", type=int, nargs="+", default=[2, 4, 8, 16, 24, 32, 48, 56, 64, 96])
 p.add_argument("--batch-size", type=int, default=8)
@@ -58,24 +63,27 @@ args = setup(p.parse_args())
 if args.smoke:  # debug=smoke's looper on its few validation pages, short budgets, a few settings and tables
     args.families, args.fresh_pages, args.gen_budget, args.budgets = args.families[:1], 2, 64, [48, 64]
     args.min_copies, args.min_runs, args.vllm_counts, args.rows, args.batch_size = [0, 56], [0.5], [16], [2, 48], 2
+    args.max_lines = [2]
 n_threads = threads(args.threads)
 started = time.perf_counter()
 SETTINGS = ([("loopstop", c, 0.0) for c in args.min_copies] + [("loopstop", 0, r) for r in args.min_runs]
-            + [("vllm", n, None) for n in args.vllm_counts])
+            + [("line", m, 56) for m in args.max_lines] + [("vllm", n, None) for n in args.vllm_counts])
 
 
 def name(s) -> str:
     kind, n, run = s
     if kind == "vllm":
         return f"vLLM pattern x{n}"
+    if kind == "line":
+        return f"line x{n:g} + min_copies {run}"
     return "tail test alone" if not n and not run else f"min_run {run}" if run else f"min_copies {n}"
 
 
 class Replay:
     """One output's trace: the loop LoopStop sees after each token, to score every setting on."""
 
-    def __init__(self, tok, ids: list[int], ended: bool):
-        self.ids, self.ended = ids, ended
+    def __init__(self, tok, ids: list[int], ended: bool, line_chars: int):
+        self.ids, self.ended, self.line_chars, self.line_cuts = ids, ended, line_chars, {}
         self.lengths = text_lengths(tok, ids)
         self.text = tok.decode(ids, skip_special_tokens=True)
         tracker, self.loops = LoopStop(tok, 0, set()), []
@@ -100,6 +108,9 @@ class Replay:
         if kind == "vllm":
             hits = [k for q, r in self.runs.items() for k in np.nonzero(r[:top] >= (n - 1) * q)[0][:1] + 1]
             return min(hits, default=None)
+        if kind == "line":
+            cuts = [c for c in (self.line_cut(n, top), self.cut(("loopstop", run, 0.0), budget)) if c is not None]
+            return min(cuts, default=None)
         for k, period, onset in self.loops:
             if k > top:
                 return None
@@ -109,16 +120,27 @@ class Replay:
         return None
 
 
-def repeated_bodies(seed: int = 0) -> list[str]:
-    """Pages whose body rows all repeat (documents/synthetic.repeated_body) at the toy, grid and A4
-    widths, 2 to 48 rows, as JSON answers."""
+    def line_cut(self, max_lines: float, top: int):
+        """The first token count, up to `top`, at which the text ends in an in-line run longer than
+        max_lines of its page's lines (the whole output is searched once per setting)."""
+        if max_lines not in self.line_cuts:
+            limit, last = inline_limit(self.line_chars, max_lines), len(self.ids) - (1 if self.ended else 0)
+            self.line_cuts[max_lines] = next((k for k in range(1, last + 1) if inline_run(
+                self.text[max(0, self.lengths[k - 1] - limit - 1):self.lengths[k - 1]], limit)), None)
+        k = self.line_cuts[max_lines]
+        return k if k is not None and k <= top else None
+
+
+def repeated_bodies(seed: int = 0) -> list[tuple[int, str]]:
+    """(page width, JSON answer) of pages whose body rows all repeat (documents/synthetic.repeated_body)
+    at the toy, grid and A4 widths, 2 to 48 rows."""
     out = []
     for width, cols in ((10, 16), (17, 24), (55, 64)):
         for lines in (2, 4, 8, 16, 32, 48):
             for j in range(4):
                 rng = random.Random(f"tradeoff:{seed}:{width}:{lines}:{j}")
                 f = synthetic.sample_fields(rng, cols, cols - width - 1, 2)
-                out.append(truth_json(f | {"text": synthetic.repeated_body(rng, width, lines)}))
+                out.append((cols, truth_json(f | {"text": synthetic.repeated_body(rng, width, lines)})))
     return out
 
 
@@ -144,12 +166,13 @@ for family, (cfg, tok, docs, model, processor) in loops.items():
     outs = generate_batches(cfg, model, processor, [d.load_image() for d in docs],
                             contiguous(len(docs), args.batch_size), gen)
     gen_seconds += time.perf_counter() - t
-    replays[family] = [Replay(tok, o.token_ids, not o.hit_limit) for o in outs]
+    replays[family] = [Replay(tok, o.token_ids, not o.hit_limit, cfg.data.cols) for o in outs]
     end = tok.convert_tokens_to_ids(adapter(cfg.family).special_tokens["eos"])  # the end of a turn
     enc = lambda t: tok(t, add_special_tokens=False).input_ids + [end]  # noqa: E731
-    ended_replays[family] = {"tables": [(n, Replay(tok, enc(t), True)) for _, n, t in table_rows],
-                             "repeated bodies": [(None, Replay(tok, enc(t), True)) for t in bodies],
-                             "toy outputs": [(None, Replay(tok, enc(t), True)) for t in toy.get(family, [])]}
+    ended_replays[family] = {"tables": [(n, Replay(tok, enc(t), True, TABLE_COLS)) for _, n, t in table_rows],
+                             "repeated bodies": [(None, Replay(tok, enc(t), True, c)) for c, t in bodies],
+                             "toy outputs": [(None, Replay(tok, enc(t), True, cfg.data.cols))
+                                             for t in toy.get(family, [])]}
     print(family, "replays ready", f"{time.perf_counter() - started:.0f}s", flush=True)
 
 
@@ -215,26 +238,32 @@ df = pd.DataFrame(rows)
 
 
 def figure(df: pd.DataFrame, path: str) -> None:
-    """min_copies against the loop overhead removed at each generated budget and the false cuts
-    (tables and repeated bodies at the largest budget, where all fit)."""
+    """Each rule's setting against the loop overhead removed at each generated budget (top) and
+    against the cuts of outputs that end (bottom; at the largest budget, where all fit): min_copies
+    (left) and the line rule's max_lines on top of min_copies 56 (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    mc = df[df.setting.str.startswith("min_copies")].assign(c=lambda d: d.setting.str.split().str[1].astype(int))
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for budget, d in mc[mc.budget <= top].groupby("budget"):
-        a.plot(d.c, 100 * d.removed, marker="o", label=f"{budget} tokens")
-    a.axhline(90, color="grey", lw=0.8, ls="--")
-    a.set(xlabel="min_copies", ylabel="loop overhead removed (%, steps)", title="savings (validation loops)")
-    a.legend(fontsize=7)
-    last = mc[mc.budget == max(budgets)]
-    b.plot(last.c, last["tables of <= 48 rows cut"], marker="o", label="tables of <= 48 identical rows")
-    b.plot(last.c, [int(v.split(" / ")[0]) - k for v, k in zip(last.tables, last["tables of <= 48 rows cut"])],
-           marker="o", ls=":", label="tables of 56-96 rows (not required)")
-    b.plot(last.c, [int(v.split(" / ")[0]) for v in last["repeated bodies"]], marker="o", label="repeated bodies (<= 48 rows)")
-    b.set(xlabel="min_copies", ylabel=f"outputs that end, cut (at {max(budgets)})", title="cuts of outputs that end")
-    b.legend(fontsize=7)
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.4))
+    for col, (prefix, label) in enumerate((("min_copies", "min_copies"), ("line x", "max_lines (x the page's line)"))):
+        d = df[df.setting.str.startswith(prefix)]
+        d = d.assign(x=d.setting.str.extract(r"^(?:min_copies |line x)([\d.]+)")[0].astype(float))
+        top_ax, bottom = axes[0, col], axes[1, col]
+        for budget, b in d[d.budget <= top].groupby("budget"):
+            top_ax.plot(b.x, 100 * b.removed, marker="o", label=f"{budget} tokens")
+        top_ax.axhline(90, color="grey", lw=0.8, ls="--")
+        top_ax.set(xlabel=label, ylabel="loop overhead removed (%, steps)", title=f"{label}: savings (validation loops)")
+        top_ax.legend(fontsize=7)
+        last = d[d.budget == max(budgets)]
+        cut = lambda col_: [int(v.split(" / ")[0]) for v in last[col_]]  # noqa: E731
+        bottom.plot(last.x, last["tables of <= 48 rows cut"], marker="o", label="tables of <= 48 identical rows")
+        bottom.plot(last.x, [a - k for a, k in zip(cut("tables"), last["tables of <= 48 rows cut"])], marker="o",
+                    ls=":", label="tables of 56-96 rows (not required)")
+        bottom.plot(last.x, cut("repeated bodies"), marker="o", label="repeated bodies (<= 48 rows)")
+        bottom.plot(last.x, cut("toy outputs"), marker="o", ls="--", label="toy outputs that ended")
+        bottom.set(xlabel=label, ylabel=f"outputs that end, cut (at {max(budgets)})", title="cuts of outputs that end")
+        bottom.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -97,10 +97,10 @@ def one_line(error: BaseException) -> str:
 
 
 def distinct(jobs: list[list[str]], compose) -> tuple[list[list[str]], list[tuple[list[str], list[str]]]]:
-    """(the jobs that can differ, in order; (dropped job, the kept job it repeats) pairs). `compose`
-    gives a job's config from its overrides. Every job is checked first: a ConfigError names the
-    first job no config can run."""
-    kept, dropped, first = [], [], {}
+    """(the jobs that can differ, family by family in turn (`interleave`); (dropped job, the kept
+    job it repeats) pairs). `compose` gives a job's config from its overrides. Every job is
+    checked first: a ConfigError names the first job no config can run."""
+    kept, dropped, first, groups = [], [], {}, []
     for overrides in jobs:
         try:
             cfg = compose(overrides)
@@ -116,7 +116,19 @@ def distinct(jobs: list[list[str]], compose) -> tuple[list[list[str]], list[tupl
         else:
             first[ident] = overrides
             kept.append(overrides)
-    return kept, dropped
+            groups.append("" if cfg.stage == "reference" else cfg.family.name)
+    return interleave(kept, groups), dropped
+
+
+def interleave(jobs: list, groups: list[str]) -> list:
+    """The jobs taken family by family in turn (each family's first job, then each one's second,
+    ...), each family's own in order: jobs that run side by side (hydra/launcher=parallel) are
+    then other families' and seldom wait for the model another job is still training."""
+    by_group: dict[str, list] = {}
+    for job, group in zip(jobs, groups):
+        by_group.setdefault(group, []).append(job)
+    rounds = max((len(v) for v in by_group.values()), default=0)
+    return [v[k] for k in range(rounds) for v in by_group.values() if k < len(v)]
 
 
 def job_started(cfg: DictConfig) -> None:

@@ -4,7 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import joblib
 import pandas as pd
+from omegaconf import OmegaConf
 
 SUMMARY_KEYS = {"degeneration_rate", "degeneration_ci95", "cer", "ned", "score", "json_valid_rate",
                 "n_docs", "n_skipped", "skipped", "wandb_run_id"}
@@ -58,7 +60,14 @@ def test_toy_sweep_over_the_five_families(tmp_path):
     pieces = segments(sweep)
     assert pieces.job.nunique() == 5 and set(pieces.family) == set(families)
     assert {"job start", "evaluation heldout", "evaluation heldout@4x", "writing runs"} <= set(pieces.activity)
-    assert (pieces.seconds >= 0).all() and (pieces.start.shift(-1).dropna() >= pieces.end.iloc[:-1]).all()
+    assert (pieces.seconds >= 0).all()
+    for _, job in pieces.groupby("job"):  # a job's pieces tile its own time
+        assert (job.start.shift(-1).dropna() == job.end.iloc[:-1]).all()
+        assert abs(job.seconds.sum() - (job.end.max() - job.start.min()).total_seconds()) < 0.01
     table = breakdown(pieces)
     wall = (pieces.end.max() - pieces.start.min()).total_seconds()
-    assert abs(table.loc["all", "total"] - wall) < 0.5  # the pieces tile the sweep: nothing counted twice
+    workers = OmegaConf.load(sweep / "multirun.yaml").hydra.launcher.n_jobs  # the toy's jobs: two at a time,
+    threads = {json.loads((d / "metrics.json").read_text())["provenance"]["host"]["torch_threads"] for d in dirs}
+    assert workers == 2 and threads == {max(1, joblib.cpu_count() // workers)}  # each on its share of the cores
+    # nothing counted twice: the jobs' time is the wall time or more, at most what the workers could run
+    assert wall - 0.5 < table.loc["all", "total"] <= workers * wall + 0.5

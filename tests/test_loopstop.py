@@ -1,6 +1,7 @@
 """LoopStop's rule as configured (generation.loop_rule): a loop is cut within a few tokens of the
-tail test whatever the budget, a page of legitimately identical rows that ends is not, and vLLM's
-trigger, derived from the same rule, fires no later than LoopStop cuts. Tokenizer only, no model."""
+tail test whatever the budget, an in-line run as soon as it outgrows the page's line, a page of
+legitimately identical rows that ends is not, and vLLM's trigger, derived from the same rule, fires
+no later than LoopStop cuts. Tokenizer only, no model."""
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -33,6 +34,7 @@ def first_cut(tok, eos, rule, ids):
 
 def test_a_loop_is_cut_soon_after_the_tail_test_and_a_48_row_table_that_ends_is_not(setup):
     tok, eos, rule = setup
+    rule = rule | {"max_lines": None}  # the copies rule alone (the line rule: the next test)
     dots = tok(HEAD + "Soma " + "." * 600, add_special_tokens=False).input_ids  # a dot run to the limit
     table = tok(HEAD + "Abertura\\n" + ROW * 48 + 'Total R$ 480,00"}', add_special_tokens=False).input_ids + [eos]
     rows = tok(HEAD + "Abertura\\n" + ROW * 150, add_special_tokens=False).input_ids  # the same row, looping
@@ -51,8 +53,30 @@ def test_a_loop_is_cut_soon_after_the_tail_test_and_a_48_row_table_that_ends_is_
         assert not loop_cut(text[:lengths[k - 2]], lengths[:k - 1], rule, BUDGET)
 
 
+def test_the_line_rule_cuts_an_in_line_run_once_it_outgrows_the_pages_line(setup):
+    """On the toy's pages (data.cols characters a line) a dot run is cut once it is longer than
+    max_lines of them, long before the tail test; one that fits and ends, and rows of a table
+    (line breaks between them), are not cut by it."""
+    tok, eos, rule = setup
+    limit = round(rule["line_chars"] * rule["max_lines"])
+    assert rule["line_chars"] == compose([]).data.cols and limit < rule["tail_chars"] * rule["min_repeats"]
+    dots = tok(HEAD + "Soma " + "." * 600, add_special_tokens=False).input_ids
+    cut = first_cut(tok, eos, rule, dots)
+    assert tok.decode(dots[:cut]).count(".") == limit + 1
+    assert not is_degenerate(tok.decode(dots[:cut]), True)  # the paper's test has not fired yet
+    within = tok(HEAD + "Soma " + "." * limit + ' 10,00"}', add_special_tokens=False).input_ids + [eos]
+    assert first_cut(tok, eos, rule, within) is None
+    rows = tok(HEAD + "Abertura\\n" + "Taxa 12,50\\n" * 40 + 'fim"}', add_special_tokens=False).input_ids + [eos]
+    assert first_cut(tok, eos, rule, rows) is None
+    lengths, text = text_lengths(tok, dots), tok.decode(dots)
+    assert loop_cut(text[:lengths[cut - 1]], lengths[:cut], rule, BUDGET)
+    assert not loop_cut(text[:lengths[cut - 2]], lengths[:cut - 1], rule, BUDGET)
+    assert first_cut(tok, eos, rule | {"line_chars": None}, dots) > cut  # data without a page width: off
+
+
 def test_tables_of_up_to_55_identical_rows_that_end_are_left_alone(setup):
     tok, eos, rule = setup
+    rule = rule | {"line_chars": 64}  # these rows' pages are A4-like, 64 characters a line
     for row in (ROW, "Nome: ______________________________\\n", "0,00    0,00    0,00    0,00\\n", "Taxa 12,50\\n"):
         for n in (4, 16, 48, 55):
             ids = tok(HEAD + row * n + 'fim"}', add_special_tokens=False).input_ids + [eos]

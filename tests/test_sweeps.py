@@ -30,6 +30,18 @@ def test_the_toy_grid_runs_only_the_jobs_that_can_differ():
     assert (len(small), len(kept)) == (8, 5)
 
 
+def test_jobs_are_taken_family_by_family_in_turn():
+    """Two jobs side by side (hydra/launcher=parallel) are then other families': each family's
+    vanilla job, then each SFT job, then the DPO jobs, each family's own in their order."""
+    jobs = [f"{f}-{s}" for f in ("a", "b") for s in ("vanilla", "sft", "dpo1", "dpo2")] + ["ref", "c-vanilla"]
+    groups = [j.split("-")[0] if j != "ref" else "" for j in jobs]
+    assert sweep.interleave(jobs, groups) == ["a-vanilla", "b-vanilla", "ref", "c-vanilla", "a-sft", "b-sft",
+                                              "a-dpo1", "b-dpo1", "a-dpo2", "b-dpo2"]
+    kept, _ = sweep.distinct(grid("stage=vanilla,sft", "family=qwen2.5-vl-3b,gemma-3-4b"), compose)
+    assert [(compose(j).family.name, compose(j).stage) for j in kept] == [
+        ("qwen2.5-vl-3b", "vanilla"), ("gemma-3-4b", "vanilla"), ("qwen2.5-vl-3b", "sft"), ("gemma-3-4b", "sft")]
+
+
 def test_a_sweep_that_no_config_can_run_is_refused_before_any_job():
     with pytest.raises(sweep.ConfigError, match=r"^dpo.beta=-1 must be > 0 .*\(job stage=dpo dpo.beta=-1\)$"):
         sweep.distinct([["stage=dpo", "dpo.beta=-1"]], compose)

@@ -40,8 +40,12 @@ def job_log(job_dir: Path) -> Path | None:
 
 def segments(sweep_dir: Path) -> pd.DataFrame:
     """One row per (job, activity) piece: family, stage, activity, seconds. A piece runs from its
-    opening line to the next opening line; a job's last piece runs to the next job's first line
-    (what happens between jobs belongs to the job that ends), the sweep's last to its last line."""
+    opening line to the next opening line; a job's last piece runs to when the job recorded its
+    runs (sweep.RUNS_FILE, its last act), else to its last line, and on to the next job's first
+    line if that came later (what happens between jobs belongs to the job that ends). Jobs that
+    ran side by side (hydra/launcher=parallel) each keep their own time."""
+    from degenbench.sweep import RUNS_FILE
+
     rows, jobs = [], sorted((d for d in Path(sweep_dir).iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()),
                             key=lambda d: int(d.name.split("_")[0]))
     if not jobs:
@@ -59,11 +63,20 @@ def segments(sweep_dir: Path) -> pd.DataFrame:
             when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f")
             if j := JOB.match(m.group(3)):
                 family, stage = (j.group(1), j.group(2)) if j.group(2) else ("reference", j.group(1))
-            if rows:
+            if rows and rows[-1]["job"] == d.name:
                 rows[-1]["end"] = when  # the open piece runs at least to here
             if what := activity(m.group(2), m.group(3)):
                 rows.append({"job": d.name, "family": family, "stage": stage, "activity": what,
                              "start": when, "end": when})
+        if rows and rows[-1]["job"] == d.name and (d / RUNS_FILE).exists():
+            rows[-1]["end"] = max(rows[-1]["end"], datetime.fromtimestamp((d / RUNS_FILE).stat().st_mtime))
+    starts = {}
+    for i, r in enumerate(rows):
+        starts.setdefault(r["job"], i)
+    firsts = [rows[i] for i in starts.values()]
+    for this, nxt in zip(firsts, firsts[1:]):
+        last = rows[starts[nxt["job"]] - 1]
+        last["end"] = max(last["end"], nxt["start"])
     table = pd.DataFrame(rows)
     table["seconds"] = (table.end - table.start).dt.total_seconds()
     return table
@@ -87,7 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     table = segments(Path(a.sweep_dir))
     wall = (table.end.max() - table.start.min()).total_seconds()
     text = (f"Where the time went: {a.sweep_dir}, {table.job.nunique()} jobs, {wall:.0f} s from the first log "
-            f"line to the last (seconds per family and activity)\n\n{breakdown(table).to_markdown()}\n")
+            f"line to the last; {table.seconds.sum():.0f} s of jobs' time (more than the wall time where jobs ran "
+            f"side by side) in seconds per family and activity\n\n{breakdown(table).to_markdown()}\n")
     print(text)
     if a.out:
         io.write_text(a.out, text)

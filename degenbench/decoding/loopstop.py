@@ -23,7 +23,10 @@ class LoopStop(StoppingCriteria):
     copy), while a loop's copies grow without bound, and grow fastest for the short patterns
     loops mostly are. `min_run` (a share of the token budget the loop must also span; 0: none) is
     the older guard, which waited the same share of a long budget whatever the loop
-    (results/benchmarks/loop_stop_tradeoff.md). Rows that ended on their own are left alone.
+    (results/benchmarks/loop_stop_tradeoff.md). `line_chars` x `max_lines` (what a line of the page
+    holds, times a margin; either None: off) cuts sooner, without waiting for the tail test: a run
+    of one short pattern with no line break in it (`inline_run`) longer than that many characters
+    cannot be a line of the page. Rows that ended on their own are left alone.
     `stopped_at[i]` is the number of generated tokens row i had when it was cut. Each row's text
     grows by one token a step through the tokenizer's incremental decoder (tokenizers'
     DecodeStream): re-decoding every row at every step cost more than a tiny model's decoding
@@ -31,11 +34,12 @@ class LoopStop(StoppingCriteria):
 
     def __init__(self, tokenizer, prompt_len: int, eos: set[int], tail_chars: int = 15,
                  min_repeats: int = 4, every: int = 1, min_copies: int = 56, min_run: float = 0.0,
-                 budget: int = 4096, max_period: int = 200):
+                 budget: int = 4096, max_period: int = 200, line_chars: int | None = None,
+                 max_lines: float | None = None):
         self.tok, self.prompt_len, self.eos = tokenizer, prompt_len, torch.tensor(sorted(eos))
         self.tail_chars, self.min_repeats, self.every = tail_chars, min_repeats, every
         self.min_copies, self.min_run_tokens = min_copies, run_tokens(min_run, budget)
-        self.max_period = max_period
+        self.max_period, self.inline_limit = max_period, inline_limit(line_chars, max_lines)
         self.stopped_at: dict[int, int] = {}
         self.ended: list[bool] = []
         self.rust = getattr(tokenizer, "_tokenizer", None)  # a fast tokenizer's own: decodes incrementally
@@ -77,7 +81,10 @@ class LoopStop(StoppingCriteria):
         return done
 
     def looping(self, i: int, text: str) -> bool:
-        """Row i's loop (`loop_at`) has run `min_copies` times and spans `min_run` of the budget."""
+        """Row i's text ends in a run longer than a page's line (`inline_run`), or its loop
+        (`loop_at`) has run `min_copies` times and spans `min_run` of the budget."""
+        if self.inline_limit and inline_run(text, self.inline_limit, self.min_repeats):
+            return True
         period, onset = self.loop_at(i, text)
         return period is not None and confirmed(text, self.lengths[i], period, onset, self.min_copies,
                                                 self.min_run_tokens)
@@ -120,6 +127,21 @@ def loop_tail(text: str, max_period: int = 200, min_repeats: int = 4) -> tuple[i
     return (period, start) if len(text) - start >= min_repeats * period else (None, None)
 
 
+def inline_limit(line_chars: int | None, max_lines: float | None) -> int | None:
+    """The characters an in-line run may hold before it is cut (None: the line rule is off)."""
+    return round(line_chars * max_lines) if line_chars and max_lines else None
+
+
+def inline_run(text: str, limit: int, min_repeats: int = 4) -> bool:
+    """Does `text` end in more than `limit` characters with no line break (a newline, or JSON's
+    escaped one), all copies of one pattern repeated back to back at least `min_repeats` times? A
+    dot leader, a rule or a form's blank that outgrew the page's line: nothing a page could show."""
+    tail = text[-limit - 1:]
+    if len(tail) <= limit or "\n" in tail or "\\n" in tail:
+        return False
+    return any(tail[q:] == tail[:-q] for q in range(1, len(tail) // min_repeats + 1))
+
+
 def tokens_since(lengths: list[int], onset: int) -> int:
     """How many generated tokens end past character `onset` (`lengths[k]`: the text's length
     after k + 1 tokens)."""
@@ -129,6 +151,9 @@ def tokens_since(lengths: list[int], onset: int) -> int:
 def loop_cut(text: str, lengths: list[int], rule: dict, budget: int) -> bool:
     """LoopStop's decision on a whole text at once (the vLLM backend confirms its engine's
     repetition stops with it; audits replay it). `rule`: generation.loop_rule."""
+    limit = inline_limit(rule.get("line_chars"), rule.get("max_lines"))
+    if limit and inline_run(text, limit, rule["min_repeats"]):
+        return True
     if not is_degenerate(text, True, rule["tail_chars"], rule["min_repeats"]):
         return False
     period, onset = loop_tail(text, rule.get("max_period", 200), rule["min_repeats"])

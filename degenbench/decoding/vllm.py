@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from degenbench.models.arch import adapter
 from degenbench.models.chat import Output, messages
-from degenbench.decoding.loopstop import loop_cut, run_tokens, text_lengths
+from degenbench.decoding.loopstop import inline_limit, loop_cut, run_tokens, text_lengths
 from degenbench.decoding.ngram import whitelist_ids
 
 MIN_VERSION = "0.19.1"
@@ -93,10 +93,16 @@ def repetition_detection(rule: dict, budget: int) -> dict:
     would cut it (give or take the token where the loop begins; on the stand-ins' one-character
     tokens, tests/test_loopstop.py), and a false alarm, checked and continued, costs a few of them
     (a token holding more copies, e.g. a 16-dot token, triggers later); min_run's part keeps
-    min_count x size <= the loop length it waits for, as before."""
+    min_count x size <= the loop length it waits for, as before. With the line rule on, a quarter
+    of its character limit, when fewer: an in-line run of a one- or two-token pattern triggers by
+    the time LoopStop cuts it."""
     run = run_tokens(rule.get("min_run", 0.0), budget)
     size = max(1, min(64, run // rule["min_repeats"])) if run else 64
-    count = max(2, rule["min_repeats"], run // size, rule.get("min_copies", 0) // CHECKS_PER_CONFIRMATION)
+    copies = rule.get("min_copies", 0) // CHECKS_PER_CONFIRMATION
+    limit = inline_limit(rule.get("line_chars"), rule.get("max_lines"))
+    if limit:
+        copies = min(copies, limit // CHECKS_PER_CONFIRMATION)
+    count = max(2, rule["min_repeats"], run // size, copies)
     return {"min_pattern_size": 1, "max_pattern_size": size, "min_count": count}
 
 
