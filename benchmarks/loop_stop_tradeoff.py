@@ -253,7 +253,7 @@ def figure(df: pd.DataFrame, path: str) -> None:
         for budget, b in d[d.budget <= top].groupby("budget"):
             top_ax.plot(b.x, 100 * b.removed, marker="o", label=f"{budget} tokens")
         top_ax.axhline(90, color="grey", lw=0.8, ls="--")
-        top_ax.set(xlabel=label, ylabel="loop overhead removed (%, steps)", title=f"{label}: savings (validation loops)")
+        top_ax.set(xlabel=label, ylabel="loop overhead removed (%, steps)", title=f"{label.split(' (')[0]}: savings (validation loops)")
         top_ax.legend(fontsize=7)
         last = d[d.budget == max(budgets)]
         cut = lambda col_: [int(v.split(" / ")[0]) for v in last[col_]]  # noqa: E731
