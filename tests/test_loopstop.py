@@ -2,13 +2,18 @@
 tail test whatever the budget, an in-line run as soon as it outgrows the page's line, a page of
 legitimately identical rows that ends is not, and vLLM's trigger, derived from the same rule, fires
 no later than LoopStop cuts. Tokenizer only, no model."""
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
+from PIL import Image
 
 from degenbench.config import compose
 from degenbench.decoding.loopstop import LoopStop, loop_cut, text_lengths
 from degenbench.decoding.vllm import repetition_detection
+from degenbench.documents import Document
+from degenbench.metrics import score_output
+from degenbench.stages.judge import judge_candidates
 from degenbench.metrics.degeneration import is_degenerate
 from degenbench.metrics.detectors import token_pattern
 from degenbench.models import families
@@ -72,6 +77,15 @@ def test_the_line_rule_cuts_an_in_line_run_once_it_outgrows_the_pages_line(setup
     assert loop_cut(text[:lengths[cut - 1]], lengths[:cut], rule, BUDGET)
     assert not loop_cut(text[:lengths[cut - 2]], lengths[:cut - 1], rule, BUDGET)
     assert first_cut(tok, eos, rule | {"line_chars": None}, dots) > cut  # data without a page width: off
+    # the cut row counts as degenerate although the tail test has not fired: evaluation and the judge
+    cfg = compose([])
+    truth = {"header": "ATA Nº 7/2024", "margin": "", "footer": "", "text": "Soma 10,00"}
+    doc = Document(id="d", truth=truth, text="ATA Nº 7/2024\nSoma 10,00", image=Image.new("RGB", (64, 64), "white"))
+    cut_text, cut_ids = tok.decode(dots[:cut]), dots[:cut]
+    assert score_output(doc, cut_text, False, cut_ids, cfg.metrics, loop_stopped=True)["degenerate"]
+    assert not score_output(doc, cut_text, False, cut_ids, cfg.metrics)["degenerate"]
+    cands = pd.DataFrame([{"doc_id": "d", "text": cut_text, "hit_limit": False, "loop_stopped": True}])
+    assert judge_candidates(cfg, {"d": doc}, cands)["degenerate"].tolist() == [True]
 
 
 def test_tables_of_up_to_55_identical_rows_that_end_are_left_alone(setup):

@@ -30,7 +30,8 @@ def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequenc
     fields, pred_plain = parse_prediction(output)
     period, onset = loop_period_onset(output, cfg.max_period)
     return {
-        "degenerate": is_degenerate(output, hit_limit or loop_stopped, cfg.tail_chars, cfg.min_repeats),
+        # a row LoopStop cut counts as degenerate: its rule may cut before the tail test holds
+        "degenerate": loop_stopped or is_degenerate(output, hit_limit, cfg.tail_chars, cfg.min_repeats),
         "loop_period": period, "loop_onset": onset,
         "seq_rep_n": seq_rep_n(list(token_ids), cfg.seq_rep_n),
         "compression_ratio": compression_ratio(output),

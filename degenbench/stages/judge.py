@@ -207,7 +207,7 @@ def judge_candidates(cfg: DictConfig, docs: dict[str, Document], cands: pd.DataF
     name = j.get("kind") or type(judge).__name__
     out = cands.copy()
     cut = out["loop_stopped"] if "loop_stopped" in out else [False] * len(out)  # older candidate sets
-    out["degenerate"] = [is_degenerate(t, h or c, m.tail_chars, m.min_repeats)
+    out["degenerate"] = [bool(c) or is_degenerate(t, h, m.tail_chars, m.min_repeats)  # a cut loop counts (LoopStop)
                          for t, h, c in zip(out["text"], out["hit_limit"], cut)]
     out["json_valid"] = [parse_prediction(t)[0] is not None for t in out["text"]]
     quality, replies, scores = [], [], []
