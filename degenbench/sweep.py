@@ -18,9 +18,10 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from degenbench.analysis.runs import RUNS_FILE  # each job's record of its run folders (the summary's input)
+
 log = logging.getLogger(__name__)
 JOBS_ENV = "DEGENBENCH_SWEEP_JOBS"  # the number of jobs of the running sweep, for "job k of N"
-RUNS_FILE = "runs.json"  # in each job's Hydra output folder: the run folders it wrote (the summary's input)
 # The config groups a stage never reads: jobs that differ only there do the same work.
 NOT_READ = {
     "vanilla": ("sft", "sampling", "judge", "pairs", "dpo", "reference", "accelerate"),

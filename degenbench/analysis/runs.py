@@ -28,6 +28,7 @@ from degenbench.stages.store import COMPLETE
 
 log = logging.getLogger(__name__)
 HELDOUT, VALIDATION = "heldout", "validation"  # the training source's held-out split; the split beta is chosen on
+RUNS_FILE = "runs.json"  # in each sweep job's Hydra output folder: the run folders it wrote (sweep.record_job)
 EVAL_JOB_TYPES = [*STAGES, REFERENCE]  # W&B job types of evaluation runs (training runs: sft-train, dpo-train)
 
 # The schema: column -> meaning. Every loader returns exactly these columns, in this order.

@@ -41,10 +41,10 @@ def job_log(job_dir: Path) -> Path | None:
 def segments(sweep_dir: Path) -> pd.DataFrame:
     """One row per (job, activity) piece: family, stage, activity, seconds. A piece runs from its
     opening line to the next opening line; a job's last piece runs to when the job recorded its
-    runs (sweep.RUNS_FILE, its last act), else to its last line, and on to the next job's first
+    runs (runs.RUNS_FILE, its last act), else to its last line, and on to the next job's first
     line if that came later (what happens between jobs belongs to the job that ends). Jobs that
     ran side by side (hydra/launcher=parallel) each keep their own time."""
-    from degenbench.sweep import RUNS_FILE
+    from degenbench.analysis.runs import RUNS_FILE
 
     rows, jobs = [], sorted((d for d in Path(sweep_dir).iterdir() if d.is_dir() and d.name.split("_")[0].isdigit()),
                             key=lambda d: int(d.name.split("_")[0]))
