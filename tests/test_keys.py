@@ -166,6 +166,7 @@ def test_the_toys_jobs_are_keyed_as_its_committed_results():
     from degenbench.stages.graph import run_dirs
 
     committed = {p.name for p in (Path(__file__).parents[1] / "results" / "toy" / "runs").iterdir()}
-    kept, _ = sweep.distinct(grid("experiment=toy"), compose)
-    planned = [d.name for job in kept for d in run_dirs(compose(job))]
+    configs = {}  # each grid point composed once: the sweep's check, then its run folders
+    kept, _ = sweep.distinct(grid("experiment=toy"), lambda o: configs.setdefault(tuple(o), compose(list(o))))
+    planned = [d.name for job in kept for d in run_dirs(configs[tuple(job)])]
     assert len(planned) == 71 and set(planned) == committed
