@@ -46,6 +46,7 @@ def test_cfg_job_resolves_from_the_command_line():
     assert "model_class: transformers.Qwen2_5_VLForConditionalGeneration" in out.stdout
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_unknown_family_lists_the_known_ones():
     out = degenbench("family=qwen3-vl", "logger=disabled")
     assert out.returncode != 0
@@ -55,11 +56,13 @@ def test_unknown_family_lists_the_known_ones():
     assert "_base" not in out.stderr  # shared defaults are not options
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_shared_defaults_are_no_family():
     out = degenbench("family=_qwen2_5_vl_3b", "logger=disabled")
     assert out.returncode == 2 and "leaves family.name, family.hub_id" in out.stderr
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_unknown_size_and_stage_are_clear_errors():
     out = degenbench("family.size=huge", "logger=disabled")
     assert out.returncode != 0 and "family.size='huge' is unknown; use one of real, shape, tiny" in out.stderr

@@ -65,6 +65,7 @@ def _digest(d):
             for f in ("model.safetensors", "tokenizer.json", "config.json")}
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 @pytest.mark.parametrize("name", ["gemma-3-4b", "qwen2.5-vl-3b"])
 def test_base_build_is_deterministic_and_records_how(tmp_path, name):
     fam = compose([f"family={name}", *QUICK_BASE]).family

@@ -33,6 +33,7 @@ def test_an_unreadable_run_record_is_a_named_counted_skip_in_the_report(tmp_path
     assert "**1 unreadable run records**" in readme and f"- `{bad.name}`: " in readme
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_a_store_of_dpo_runs_without_their_sft_runs_gives_the_tables_it_can(tmp_path):
     runs = _store(tmp_path, keep=lambda name: "-sft-" not in name)
     report.main(["--runs", str(runs), "--out", str(tmp_path / "out")])

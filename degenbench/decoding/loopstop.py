@@ -1,5 +1,5 @@
 """Loop-aware stopping: finish a generated row as soon as it is caught in a loop that would run
-to the token limit, so one loop no longer holds its batch (and labels it as the rule would)."""
+to the token limit, so one loop no longer holds its batch (a cut row counts as degenerate)."""
 from __future__ import annotations
 
 import bisect

@@ -26,11 +26,11 @@ def settings(cfg: DictConfig) -> SimpleNamespace:
 def score_output(doc: Document, output: str, hit_limit: bool, token_ids: Sequence[int],
                  cfg: DictConfig, loop_stopped: bool = False) -> dict:
     """Every per-document metric of one model output against the document's truth. An output cut
-    by loop-aware stopping met the rule's tail test on its way to the limit: degenerate."""
+    by loop-aware stopping counts as degenerate: it was caught in a loop on its way to the limit,
+    and its line rule may cut before the paper's tail test holds."""
     fields, pred_plain = parse_prediction(output)
     period, onset = loop_period_onset(output, cfg.max_period)
     return {
-        # a row LoopStop cut counts as degenerate: its rule may cut before the tail test holds
         "degenerate": loop_stopped or is_degenerate(output, hit_limit, cfg.tail_chars, cfg.min_repeats),
         "loop_period": period, "loop_onset": onset,
         "seq_rep_n": seq_rep_n(list(token_ids), cfg.seq_rep_n),
