@@ -111,6 +111,7 @@ def own_copy(chain, tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_kto_and_unlikelihood_train_on_the_chain_and_record_what_they_used(chain, tmp_path):
     """Both run as the DPO stage of the tiny chain (its SFT model, its judged samples): KTO's
     labels are the judge's, the unlikelihood trainer logs its two terms."""
@@ -138,6 +139,7 @@ def Keys_dir(cfg, kind):
     return artifact_dir(cfg.paths.artifacts_dir, kind, cfg.family.name, getattr(Keys(cfg), kind))
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_unlikelihood_lowers_the_probability_of_a_repeated_token(tmp_path):
     """On the tiny Qwen2.5-VL stand-in, first taught a loop of "ab" (NLL on it): three steps on the
     pair (truth, that loop) with the unlikelihood term lower the mean probability of the loop's
@@ -224,6 +226,7 @@ def test_the_best_of_n_sweep_skips_sft_grid_points():
     assert any("stage dpo only" in why[0] for _, why in dropped)
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_sft_method_none_is_the_base_and_dpo_starts_from_it(chain, tmp_path):
     """sft.method=none: its "SFT" evaluation is the vanilla model's, output for output; DPO then
     trains from the base on the base's own samples."""
