@@ -70,13 +70,9 @@ def segments(sweep_dir: Path) -> pd.DataFrame:
                              "start": when, "end": when})
         if rows and rows[-1]["job"] == d.name and (d / RUNS_FILE).exists():
             rows[-1]["end"] = max(rows[-1]["end"], datetime.fromtimestamp((d / RUNS_FILE).stat().st_mtime))
-    starts = {}
-    for i, r in enumerate(rows):
-        starts.setdefault(r["job"], i)
-    firsts = [rows[i] for i in starts.values()]
-    for this, nxt in zip(firsts, firsts[1:]):
-        last = rows[starts[nxt["job"]] - 1]
-        last["end"] = max(last["end"], nxt["start"])
+    for last, nxt in zip(rows, rows[1:]):  # a job's last piece, then the next job's first
+        if nxt["job"] != last["job"]:
+            last["end"] = max(last["end"], nxt["start"])
     table = pd.DataFrame(rows)
     table["seconds"] = (table.end - table.start).dt.total_seconds()
     return table
