@@ -72,6 +72,10 @@ def _sft(c: DictConfig, _) -> tuple:
     if c.sft.method == "none":  # the base itself, unchanged: nothing of training defines it
         return ({"method": "none"},)
     sft = _training(c, c.sft)
+    if sft["trainer"].get("gradient_accumulation_steps", 1) > 1 or sft["processes"] > 1:
+        # micro-batches weighed by their answer tokens (stages/sft.py's Trainer), no longer each by its
+        # own mean: an older artifact trained so is another model. One batch on one process: unchanged
+        sft["loss"] = "token mean of the accumulated batch"
     if (loops := teacher.spec(c.data, c.family.name)) is not None:  # none: the key of before the option
         sft["teacher_loops"] = loops
     return (sft,)
