@@ -26,8 +26,11 @@ def app(cfg: DictConfig) -> str:
 
     sweep.check(cfg)  # library use and launchers in other processes come through here too
     sweep.job_started(cfg)
-    runs = job_runs(cfg)
-    sweep.record_job(runs)
+    try:
+        runs = job_runs(cfg)
+        sweep.record_job(runs)
+    finally:
+        sweep.release_memory()
     return str(runs[0])
 
 

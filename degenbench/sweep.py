@@ -154,6 +154,21 @@ def record_job(run_dirs: list[Path]) -> None:
         (out / RUNS_FILE).write_text(json.dumps([str(d) for d in run_dirs]))
 
 
+def release_memory() -> None:
+    """Hand the heap a finished job freed back to the OS. A launcher's worker runs job after job
+    (hydra/launcher=parallel), and loky restarts a worker whose memory grew 300 MB past what its
+    first job left, which costs the next job 7-10 s of imports; glibc keeps freed memory otherwise
+    (an SFT job: +190 MB after, 40 MB under the start once trimmed)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back this way
+        pass
+
+
 def summary(sweep_dir: str | Path) -> pd.DataFrame:
     """family x stage (x beta, eval set): documents, degeneration with its Wilson interval, CER, of
     every run the sweep's jobs wrote."""
