@@ -79,7 +79,7 @@ def test_the_report_writes_the_persistence_table_from_run_folders(tmp_path):
     pred = same_pages(predictions(runs, loops)).assign(new_tokens=8, seconds=0.01, batch=0)
     for rid, g in pred.groupby("run_id"):
         g.to_parquet(store / rid / "predictions.parquet")
-    named = report.report(runs, tmp_path / "out", "test command")
+    named = report.report(runs, tmp_path / "out", "test command", with_figures=False)
     pers = named["persistence"]
     row = pers[(pers.stage == "sft") & (pers.seed == 0)].iloc[0]
     assert (row.max_new_tokens_1x, row.max_new_tokens_kx, row.n_degenerate_1x, row.n_persist) == (32, 128, 2, 1)

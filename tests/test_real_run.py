@@ -87,6 +87,7 @@ def test_a_bad_training_page_is_a_counted_skip_recorded_with_the_artifact(tmp_pa
     assert [s["id"] for s in facts["skipped"]] == [bad.id] and "unreadable image" in facts["skipped"][0]["reason"]
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_real_size_defaults_fit_one_80gb_gpu():
     """A real 7B with the default SFT/DPO settings (batch 4, no gradient checkpointing) needed far
     more than one 80 GB GPU. `family.size=real` sets what fits; the estimate is written down."""

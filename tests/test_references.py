@@ -144,7 +144,7 @@ def test_missing_tesseract_is_a_recorded_skip_and_the_report_shows_the_reference
     assert sorted(runs.family) == ["blind-answer", "blind-fields", "qwen2.5-vl-3b"]
     skipped = runs_mod.skipped_systems(tmp_path / "runs", runs)
     assert skipped[["system", "eval_set", "seed"]].values.tolist() == [["tesseract", "heldout", 0]]
-    named = report(runs, tmp_path / "report", "test", skipped)
+    named = report(runs, tmp_path / "report", "test", skipped, with_figures=False)
     st = named["stages"]
     assert st.family.tolist()[:4] == ["blind-answer", "blind-answer", "blind-fields", "blind-fields"]
     assert st.stage.tolist() == ["reference"] * 4 + ["vanilla"] * 2
@@ -168,7 +168,7 @@ def test_the_tables_comparing_a_models_stages_leave_the_reference_rows_out(chain
     refs = set(runs.family[runs.stage == "reference"])
     assert refs == {"blind-answer", "blind-fields", *(["tesseract"] if HAS_TESSERACT else [])}
     assert set(runs.eval_set[runs.stage == "reference"]) == {"heldout", "validation"}
-    named = report(runs, tmp_path / "report", "test", runs_mod.skipped_systems(root / "runs", runs))
+    named = report(runs, tmp_path / "report", "test", runs_mod.skipped_systems(root / "runs", runs), with_figures=False)
     for name in ("beta_choice", "beta_sweep", "comparisons", "reduction", "pairs", "cost"):
         assert not set(named[name].get("family", [])) & refs, name
     assert len(named["comparisons"]) and len(named["beta_choice"])  # the models' tables are all there

@@ -102,9 +102,11 @@ NEEDS = {"beta_sweep": "DPO runs", "comparisons": "SFT runs beside vanilla or DP
          "batch_cost": "local HF runs that loop, with each page's batch recorded as generated"}
 
 
-def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFrame | None = None) -> dict:
+def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFrame | None = None,
+           with_figures: bool = True) -> dict:
     """Write every table and figure of `runs` into `out`; returns {name: DataFrame}. `skipped`:
-    reference systems that could not run (runs.skipped_systems), listed in the README."""
+    reference systems that could not run (runs.skipped_systems), listed in the README.
+    with_figures=False: the tables only (drawing and saving the figures is most of a small report's time)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     unreadable = runs.attrs.get("unreadable", [])  # run records left out (runs.load_runs)
@@ -128,12 +130,14 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
             named["teacher_loops"] = loops
         named["persistence"] = persistence.persistence(runs, preds, choice)
         named["batch_cost"] = batch_cost.batch_cost(runs, preds)  # what loops cost their batch-mates
-    figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
-            "cost": figures.cost(named["cost"], named["stages"])}
-    if local:
+    figs = {}
+    if with_figures:
+        figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
+                "cost": figures.cost(named["cost"], named["stages"])}
+    if local and with_figures:
         training = runs_mod.load_training(runs)
         figs |= {"lengths": figures.lengths(preds, named["stages"]), "dpo_curves": figures.dpo_curves(training)}
-    else:
+    elif not local:
         log.warning("runs from W&B: per-document tables and figures (comparisons, lengths, dpo_curves) "
                     "need the local run folders and are not made")
     if local and len(every) > len(runs):  # other arms: their own table and figure
@@ -144,7 +148,8 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
         named[name] = mitigation_tables.table(every, mit_preds, choice)
         if mitigated.any():
             named["mitigation_audit"] = mitigation_tables.audit(every, mit_preds, mitigation_tables.rule_of(every), choice)
-        figs[name] = mitigation_tables.figure(named[name])
+        if with_figures:
+            figs[name] = mitigation_tables.figure(named[name])
     md = [f"# {out.name}\n", f"Made by: `{command}`\n",
           "Tables: `<name>.csv` (full precision), `.md`, `.tex`; figures: `<name>.png`, `.pdf`. Columns of "
           "`runs`: see `degenbench.analysis.runs.COLUMNS`. Rates carry Wilson 95% intervals; `comparisons` "
@@ -178,7 +183,7 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
         md.append(batch_cost.README)
     if "mitigations" in named or "arms" in named:
         md.append(mitigation_tables.README)
-    md.append("## Figures\n")
+    md += ["## Figures\n"] if figs else []
     for name, fig in figs.items():
         figures.save(fig, out, name)
         md.append(f"![{name}]({name}.png)\n")
@@ -210,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="results/report", help="where tables and figures go")
     p.add_argument("--archive", help="also copy compact run records here (to commit beside the report)")
     p.add_argument("--command", default=None, help="the command that produced the runs (recorded)")
+    p.add_argument("--no-figures", action="store_true", help="the tables only (quicker: e.g. to check a store)")
     args = p.parse_args(argv)
     matplotlib.use("Agg")  # files only, even where a display is set
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -218,12 +224,13 @@ def main(argv: list[str] | None = None) -> None:
         archive(runs, Path(args.archive))
     cmd = shlex.join(["degenbench-report", *(argv if argv is not None else sys.argv[1:])])
     skipped = None if args.wandb else runs_mod.skipped_systems(args.runs, runs)
-    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, skipped)
+    named = report(runs, args.out, f"{args.command} && {cmd}" if args.command else cmd, skipped,
+                   with_figures=not args.no_figures)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         for name in ("teacher_shares", "stages", "reduction"):
             if name in named:
                 print((_fmt(named[name]) if name == "stages" else named[name]).to_string(index=False))
-    print(f"tables and figures in {args.out}/")
+    print(f"tables{'' if args.no_figures else ' and figures'} in {args.out}/")
 
 
 if __name__ == "__main__":
