@@ -39,6 +39,7 @@ def test_real_family_config_resolves(name):
     assert tiny["pretrained"].endswith(f"standins/{name}") and tiny["dtype"] == "float32"
 
 
+@pytest.mark.slow  # the default tests stay under 5 minutes: .ci/run runs it with the slow tests
 def test_cfg_job_resolves_from_the_command_line():
     out = degenbench("family=olmocr-2-7b", "family.size=real", "--cfg", "job", "--resolve")
     assert out.returncode == 0, out.stderr
