@@ -134,10 +134,10 @@ def report(runs: pd.DataFrame, out: str | Path, command: str, skipped: pd.DataFr
     if with_figures:
         figs = {"degeneration": figures.degeneration(named["stages"]), "beta": figures.beta(named["beta_sweep"]),
                 "cost": figures.cost(named["cost"], named["stages"])}
-    if local and with_figures:
-        training = runs_mod.load_training(runs)
-        figs |= {"lengths": figures.lengths(preds, named["stages"]), "dpo_curves": figures.dpo_curves(training)}
-    elif not local:
+        if local:
+            figs |= {"lengths": figures.lengths(preds, named["stages"]),
+                     "dpo_curves": figures.dpo_curves(runs_mod.load_training(runs))}
+    if not local:
         log.warning("runs from W&B: per-document tables and figures (comparisons, lengths, dpo_curves) "
                     "need the local run folders and are not made")
     if local and len(every) > len(runs):  # other arms: their own table and figure

@@ -20,11 +20,9 @@ log = logging.getLogger(__name__)
 class Trainer(ResumableWeights, SFTTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # TRL's SFT loss divides by the answer tokens of the whole accumulated batch (num_items_in_batch),
-        # but Trainer counts them only for models that say they take loss kwargs, and Qwen2.5-VL and
-        # Gemma3 say they do not (transformers#39123): under gradient accumulation each micro-batch's
-        # own token mean would weigh the same, so a 1,100-token answer would count as much as a short one
-        # instead of by its tokens. With the count, accumulation trains as one batch of the same rows.
+        # TRL's SFT loss divides by the answer tokens of the whole accumulated batch, which Trainer
+        # counts only for models that say they take loss kwargs; Qwen2.5-VL and Gemma3 say they do not
+        # (transformers#39123), so each micro-batch's own mean would weigh the same
         self.model_accepts_loss_kwargs = True
 
 
